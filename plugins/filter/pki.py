@@ -1,0 +1,31 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Filters that turn plugin lists into the PKI plan (logic in module_utils/_inventory.py)."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleFilterError
+from ansible_collections.mcpgateway.mtls.plugins.module_utils import _inventory
+
+
+def _wrap(func):
+    def filter_(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except _inventory.PlanError as exc:
+            raise AnsibleFilterError(str(exc)) from None
+
+    filter_.__name__ = func.__name__
+    return filter_
+
+
+class FilterModule:
+    """mcpgateway.mtls PKI planning filters."""
+
+    def filters(self):
+        return {
+            "external_plugins": _wrap(_inventory.external_plugins),
+            "inventory_plugins": _wrap(_inventory.inventory_plugins),
+            "pki_leaves": _wrap(_inventory.pki_leaves),
+            "pki_tree": _wrap(_inventory.pki_tree),
+            "tls_file_expectations": _wrap(_inventory.tls_file_expectations),
+        }

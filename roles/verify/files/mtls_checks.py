@@ -1,0 +1,181 @@
+#!/usr/bin/python3
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Security checks of a deployed MCP mTLS endpoint, run on a target host with only python3, curl and openssl.
+
+Every check records what was expected and what was seen; the role asserts on the JSON this prints.
+A refusal only counts when it is a TLS refusal by the server (not a refused connection or a client that
+would not even offer the protocol), so a down or misconfigured server cannot make a negative check pass.
+
+  mtls_checks.py remote --name N --url https://mcp-plugin-N:8000/mcp --cert C --key K --ca CA [--foreign-cert F --foreign-key FK]
+  mtls_checks.py local  --name N --port 8000
+  mtls_checks.py ca-key --ca-cert /path/ca.crt(on this host) DIR...
+"""
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
+CURL_TLS_FAILURES = {35, 56, 58, 16}  # handshake failed, recv failure, client cert problem, HTTP/2 framing after alert
+CURL_NOT_CONNECTED = {6, 7, 28}
+
+
+def run(cmd, timeout=20, stdin=b""):
+    try:
+        proc = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout, check=False)
+        return proc.returncode, (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    except subprocess.TimeoutExpired:
+        return 124, "timeout"
+
+
+def curl(url, *extra):
+    rc, out = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+                   "--tlsv1.2", *extra, url])
+    return rc, out.strip()[-300:]
+
+
+def check(name, ok, expected, seen):
+    return {"check": name, "ok": bool(ok), "expected": expected, "seen": seen}
+
+
+def remote(args):
+    parts = urlsplit(args.url)
+    host, port = parts.hostname, parts.port or 443
+    results = []
+    tls = ["--cacert", args.ca]
+    mine = ["--cert", args.cert, "--key", args.key]
+
+    rc, out = curl(args.url, *tls, *mine)
+    results.append(check("mtls_handshake_with_gateway_cert", rc == 0 and out[-3:].isdigit(),
+                         "curl exit 0 and an HTTP status over mTLS, hostname verified", f"exit {rc}: {out}"))
+    reachable = rc == 0
+
+    rc, out = curl(args.url, *tls)
+    results.append(check("no_client_cert_refused", reachable and rc in CURL_TLS_FAILURES,
+                         f"TLS failure (curl exit in {sorted(CURL_TLS_FAILURES)}) while the server is up",
+                         f"exit {rc}: {out}"))
+
+    if args.foreign_cert:
+        rc, out = curl(args.url, *tls, "--cert", args.foreign_cert, "--key", args.foreign_key)
+        results.append(check("foreign_ca_cert_refused", reachable and rc in CURL_TLS_FAILURES,
+                             "TLS failure for a client certificate from another CA", f"exit {rc}: {out}"))
+
+    try:
+        address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
+    except OSError as exc:
+        address = None
+        results.append(check("name_resolves", False, f"{host} resolves", str(exc)))
+    if address:
+        wrong = "name-not-in-sans.invalid"
+        rc, out = curl(f"https://{wrong}:{port}{parts.path}", *tls, *mine, "--resolve", f"{wrong}:{port}:{address}")
+        results.append(check("hostname_mismatch_refused", reachable and rc == 60,
+                             "curl exit 60 (server certificate not valid for that name)", f"exit {rc}: {out}"))
+
+    base = ["openssl", "s_client", "-connect", f"{host}:{port}", "-servername", host, "-CAfile", args.ca,
+            "-cert", args.cert, "-key", args.key, "-cipher", "DEFAULT:@SECLEVEL=0"]
+    rc12, out12 = run(base + ["-tls1_2", "-verify_return_error"], stdin=b"Q\n")
+    results.append(check("tls1_2_accepted", rc12 == 0 and "TLSv1.2" in out12,
+                         "a TLS 1.2 handshake succeeds (control for the TLS 1.1 check)", f"exit {rc12}"))
+    rc11, out11 = run(base + ["-tls1_1"], stdin=b"Q\n")
+    offered = "no protocols available" not in out11
+    server_refused = rc11 != 0 and ("protocol version" in out11 or "unsupported protocol" in out11
+                                    or "wrong version number" in out11)
+    results.append(check("tls1_1_refused", offered and server_refused and rc12 == 0,
+                         "client offers TLS 1.1 (SECLEVEL=0) and the server refuses it",
+                         f"exit {rc11}: " + " | ".join(line for line in out11.splitlines() if "error" in line.lower() or "alert" in line.lower())[:300]))
+
+    health = args.health_port or port + 1000
+    rc, out = curl(f"http://{host}:{health}/health")
+    results.append(check("health_not_reachable_remotely", rc in CURL_NOT_CONNECTED,
+                         f"no connection to {host}:{health} from this host", f"exit {rc}: {out}"))
+    return results
+
+
+def listening():
+    rc, out = run(["ss", "-ltnH"])
+    sockets = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 4:
+            addr, _, port = fields[3].rpartition(":")
+            sockets.append((addr.strip("[]"), int(port)))
+    return sockets
+
+
+def local(args):
+    results = []
+    health = args.port + 1000
+    rc, out = curl(f"http://127.0.0.1:{health}/health")
+    results.append(check("health_answers_on_loopback", rc == 0 and out.endswith("200"),
+                         f"HTTP 200 from http://127.0.0.1:{health}/health", f"exit {rc}: {out}"))
+    socks = listening()
+    health_addrs = sorted({a for a, p in socks if p == health})
+    main_addrs = sorted({a for a, p in socks if p == args.port})
+    results.append(check("health_bound_to_loopback_only", health_addrs and all(a.startswith("127.") or a == "::1" for a in health_addrs),
+                         f"port {health} listens on loopback only", f"{health_addrs}"))
+    results.append(check("mtls_port_listening", bool(main_addrs), f"port {args.port} listens", f"{main_addrs}"))
+    return results
+
+
+def ca_key(args):
+    """Look for the CA's private key: any PEM private key on the host whose public key is the CA's."""
+    rc, ca_pub = run(["openssl", "x509", "-in", args.ca_cert, "-noout", "-pubkey"])
+    if rc != 0:
+        return [check("ca_certificate_readable", False, f"{args.ca_cert} parses", ca_pub[:200])]
+    found, scanned, encrypted = [], 0, []
+    for top in args.dirs:
+        for root, dirs, files in os.walk(top):
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d)) and d not in ("proc", "sys")]
+            for name in files:
+                path = os.path.join(root, name)
+                try:
+                    if os.path.islink(path) or os.path.getsize(path) > 65536:
+                        continue
+                    with open(path, "rb") as handle:
+                        data = handle.read()
+                except OSError:
+                    continue
+                if b"PRIVATE KEY-----" not in data:
+                    continue
+                scanned += 1
+                if b"ENCRYPTED" in data:
+                    encrypted.append(path)
+                    continue
+                rc, pub = run(["openssl", "pkey", "-in", path, "-pubout", "-passin", "pass:"])
+                if rc == 0 and pub.strip() == ca_pub.strip():
+                    found.append(path)
+    return [check("no_ca_private_key_on_host", not found, "no file holds the CA private key",
+                  f"scanned {scanned} private keys; CA key found in {found}; encrypted (not compared): {encrypted}")]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="mode", required=True)
+    r = sub.add_parser("remote")
+    r.add_argument("--name", required=True)
+    r.add_argument("--url", required=True)
+    r.add_argument("--cert", required=True)
+    r.add_argument("--key", required=True)
+    r.add_argument("--ca", required=True)
+    r.add_argument("--foreign-cert")
+    r.add_argument("--foreign-key")
+    r.add_argument("--health-port", type=int)
+    loc = sub.add_parser("local")
+    loc.add_argument("--name", required=True)
+    loc.add_argument("--port", type=int, required=True)
+    c = sub.add_parser("ca-key")
+    c.add_argument("--ca-cert", required=True)
+    c.add_argument("dirs", nargs="+")
+    args = parser.parse_args()
+    results = {"remote": remote, "local": local, "ca-key": ca_key}[args.mode](args)
+    for item in results:
+        item["target"] = getattr(args, "name", "host")
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Helpers for integration tests: real ansible-playbook runs against this machine (and the lab)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
+LOCALHOST = Path(__file__).resolve().parent / "inventory" / "localhost.ini"
+_RECAP = re.compile(
+    r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
+    r"\s+failed=(?P<failed>\d+)",
+    re.M,
+)
+
+
+@dataclass
+class Run:
+    rc: int
+    out: str
+    recap: dict
+
+    def changed(self, host="localhost"):
+        return self.recap[host]["changed"]
+
+
+def ansible_env(**extra):
+    env = dict(os.environ)
+    env.update(
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        PATH=f"{REPO / '.venv' / 'bin'}:{env.get('PATH', '')}",
+    )
+    env.update(extra)
+    return env
+
+
+def run_playbook(playbook, extra_vars=None, inventory=None, check=False, diff=False, verbosity=0,
+                 args=(), env=None, timeout=900):
+    """Run ansible-playbook; return rc, combined output and the parsed PLAY RECAP."""
+    cmd = [str(REPO / ".venv" / "bin" / "ansible-playbook"), str(playbook)]
+    cmd += ["-i", str(inventory) if inventory else str(LOCALHOST)]
+    if extra_vars is not None:
+        cmd += ["-e", json.dumps(extra_vars)]
+    if check:
+        cmd.append("--check")
+    if diff:
+        cmd.append("--diff")
+    if verbosity:
+        cmd.append("-" + "v" * verbosity)
+    cmd += list(args)
+    proc = subprocess.run(cmd, cwd=REPO, env=ansible_env(**(env or {})), capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    out = proc.stdout + proc.stderr
+    recap = {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"} for m in _RECAP.finditer(out)}
+    return Run(proc.returncode, out, recap)
+
+
+@pytest.fixture
+def playbook():
+    return run_playbook
+
+
+def tree_digest(root: Path):
+    """{relative path: (sha256, mode)} of every file below root."""
+    import hashlib
+
+    out = {}
+    for path in sorted(Path(root).rglob("*")):
+        if path.is_file():
+            out[str(path.relative_to(root))] = (hashlib.sha256(path.read_bytes()).hexdigest(), oct(path.stat().st_mode & 0o777))
+    return out

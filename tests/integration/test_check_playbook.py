@@ -1,0 +1,45 @@
+"""playbooks/check.yml: the upstream certs-mcp-check report, its exit status and its Prometheus textfile."""
+
+from __future__ import annotations
+
+import re
+import time
+
+from conftest import PLAYBOOKS, REPO, run_playbook
+
+CHECK = REPO / "playbooks" / "check.yml"
+
+
+def make_tree(tmp_path, days):
+    res = run_playbook(PLAYBOOKS / "pki.yml", {"pki_dir": str(tmp_path / "certs/mcp"), "pki_plugins": ["One", "Two"],
+                                                "pki_key_type": "ecdsa", "pki_cert_days": days,
+                                                "pki_renew_before_days": 1})
+    assert res.rc == 0, res.out
+
+
+def test_report_passes_and_writes_textfile(tmp_path):
+    make_tree(tmp_path, 400)
+    prom = tmp_path / "mcp_mtls.prom"
+    res = run_playbook(CHECK, {"pki_dir": str(tmp_path / "certs/mcp"), "check_threshold_days": 30, "check_textfile": str(prom)})
+    assert res.rc == 0, res.out
+    for label in ("CA Certificate", "Gateway Client Certificate", "Plugin One", "Plugin Two"):
+        assert re.search(label + r": expires .* \((399|400) days left\) \[ok\]", res.out), res.out
+    text = prom.read_text()
+    stamps = [float(x) for x in re.findall(r'^mcp_mtls_certificate_expiry_timestamp_seconds\{name="[^"]+",path="[^"]+"\} (\S+)$', text, re.M)]
+    assert len(stamps) == 4
+    assert all(abs(s - (time.time() + 400 * 86400)) < 2 * 86400 for s in stamps)
+    assert text.count("mcp_mtls_certificate_ok{") == 4 and " 0\n" not in text
+
+
+def test_expiring_within_threshold_exits_nonzero(tmp_path):
+    make_tree(tmp_path, 20)
+    res = run_playbook(CHECK, {"pki_dir": str(tmp_path / "certs/mcp"), "check_threshold_days": 30})
+    assert res.rc != 0
+    assert "[expiring]" in res.out and "Certificates needing attention: ca, gateway, One, Two" in res.out, res.out
+
+
+def test_missing_certificate_fails_the_check(tmp_path):
+    make_tree(tmp_path, 400)
+    (tmp_path / "certs/mcp/plugins/Two/server.crt").unlink()
+    res = run_playbook(CHECK, {"pki_dir": str(tmp_path / "certs/mcp")})
+    assert res.rc != 0 and "Two" in res.out and "MISSING" in res.out, res.out

@@ -1,0 +1,98 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The modules end to end as Ansible runs them (a JSON args file), without ansible-playbook:
+argument specs, check mode, diff, no_log, one error message."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import ansible_collections.mcpgateway.mtls as collection
+
+ROOT = os.path.abspath(list(collection.__path__)[0])  # .../ansible_collections/mcpgateway/mtls
+COLLECTIONS = os.path.dirname(os.path.dirname(os.path.dirname(ROOT)))
+MODULES = os.path.join(ROOT, "plugins", "modules")
+
+
+def run(module, tmp_path, check=False, diff=False, **args):
+    args.update({"_ansible_check_mode": check, "_ansible_diff": diff, "_ansible_tmpdir": str(tmp_path)})
+    path = tmp_path / ("args-%s.json" % module)
+    path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    env = dict(os.environ, PYTHONPATH=COLLECTIONS)
+    out = subprocess.run([sys.executable, os.path.join(MODULES, module + ".py"), str(path)],
+                         capture_output=True, text=True, env=env, check=False)
+    path.unlink()
+    return json.loads(out.stdout)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    pki = tmp_path / "pki"
+    return {"ca_cert": str(pki / "ca" / "ca.crt"), "ca_key": str(pki / "ca" / "ca.key"), "root": pki}
+
+
+def _items(tree):
+    return [{"name": name, "key_path": str(tree["root"] / "plugins" / name / "server.key"),
+             "cert_path": str(tree["root"] / "plugins" / name / "server.crt"),
+             "ca_copy_path": str(tree["root"] / "plugins" / name / "ca.crt"),
+             "subject": "/CN=mcp-plugin-%s/O=MCPGateway/OU=Plugins" % name,
+             "sans": [name, "mcp-plugin-" + name, "localhost"], "passphrase": "item-secret"}
+            for name in ("one", "two")]
+
+
+def test_four_step_idempotence(tmp_path, tree):
+    ca_args = {"key_path": tree["ca_key"], "cert_path": tree["ca_cert"], "key_type": "ecdsa", "passphrase": "ca-secret"}
+    set_args = {"ca_cert": tree["ca_cert"], "ca_key": tree["ca_key"], "ca_passphrase": "ca-secret",
+                "key_type": "ecdsa", "certificates": _items(tree)}
+    changed = []
+    for check in (True, False, True, False):
+        ca = run("ca", tmp_path, check=check, diff=True, **ca_args)
+        leaves = run("certificate_set", tmp_path, check=check, diff=True, **set_args)
+        assert not ca.get("failed") and not leaves.get("failed"), (ca, leaves)
+        changed.append((ca["changed"], leaves["changed"]))
+        assert "ca-secret" not in json.dumps([ca, leaves]) and "item-secret" not in json.dumps(leaves)
+        if check and not os.path.exists(tree["ca_cert"]):
+            assert not tree["root"].exists()
+            assert leaves["summary"]["reissued"] == 2
+            assert sorted(leaves["diff"]["after"]) == sorted(i["cert_path"] for i in _items(tree))
+    assert changed == [(True, True), (True, True), (False, False), (False, False)]
+
+
+def test_certificate_and_info(tmp_path, tree):
+    run("ca", tmp_path, key_path=tree["ca_key"], cert_path=tree["ca_cert"], key_type="ecdsa")
+    args = {"ca_cert": tree["ca_cert"], "ca_key": tree["ca_key"], "key_type": "ecdsa", "profile": "client",
+            "key_path": str(tree["root"] / "gateway" / "client.key"),
+            "cert_path": str(tree["root"] / "gateway" / "client.crt"),
+            "ca_copy_path": str(tree["root"] / "gateway" / "ca.crt"),
+            "subject": "/CN=mcp-gateway-client/O=MCPGateway/OU=Gateway"}
+    first = run("certificate", tmp_path, diff=True, **args)
+    assert first["changed"] and first["reasons"] == ["certificate missing", "key missing"]
+    assert first["diff"]["before"] == {} and first["diff"]["after"]["profile"] == "client"
+    assert not run("certificate", tmp_path, **args)["changed"]
+    info = run("certificate_info", tmp_path, check=True, ca_cert=tree["ca_cert"],
+               certificates=[{"cert_path": args["cert_path"], "key_path": args["key_path"]}],
+               paths=[str(tree["root"] / "missing.crt")])
+    assert not info["changed"]
+    assert [c["status"] for c in info["certificates"]] == ["ok", "missing"]
+    assert info["certificates"][0]["chain_valid"] and info["certificates"][0]["key_matches"]
+
+
+@pytest.mark.parametrize("module, args, fragment", [
+    ("ca", {"valid_days": 0}, "valid_days must be > 0"),
+    ("ca", {"key_type": "ecdsa", "key_size": 2048}, "key_size 2048 is not valid for key_type ecdsa"),
+    ("certificate_set", {"certificates": [{"key_path": "/x/a.key", "cert_path": "/x/a.crt", "subject": "/CN=a",
+                                           "name": "a/b"}]}, "must not contain '/'"),
+    ("certificate_set", {"workers": 0, "certificates": []}, "workers must be >= 1"),
+])
+def test_bad_input_is_one_clear_error(tmp_path, tree, module, args, fragment):
+    if module == "ca":
+        args = dict(args, key_path=tree["ca_key"], cert_path=tree["ca_cert"])
+    else:
+        args = dict(args, ca_cert=tree["ca_cert"], ca_key=tree["ca_key"])
+    result = run(module, tmp_path, **args)
+    assert result["failed"] and fragment in result["msg"]
+    assert not tree["root"].exists()
