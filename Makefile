@@ -52,7 +52,7 @@ integration: venv
 	bash .ci/integration.sh
 
 molecule: venv
-	bash .ci/molecule.sh
+	source lab/env.sh && bash .ci/molecule.sh
 
 test: units sanity lint integration molecule
 	@echo "make test: all suites passed"
@@ -62,7 +62,7 @@ build: venv
 	ansible-galaxy collection build --force --output-path $(BUILD)/dist .
 
 site: venv lab-up
-	ansible-playbook -i inventories/lab site.yml
+	source lab/env.sh && ansible-playbook -i inventories/lab site.yml
 	bash lab/summary.sh
 
 lab-up: venv
@@ -72,7 +72,7 @@ lab-down:
 	bash lab/lab.sh down
 
 bench: venv
-	$(VENV)/bin/python bench/run.py
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) tests/output

@@ -28,4 +28,5 @@ class FilterModule:
             "pki_leaves": _wrap(_inventory.pki_leaves),
             "pki_tree": _wrap(_inventory.pki_tree),
             "tls_file_expectations": _wrap(_inventory.tls_file_expectations),
+            "probe_check": _wrap(_inventory.probe_check),
         }

@@ -179,3 +179,15 @@ def tls_file_expectations(items, base_dir, owner, kind):
             {"path": f"{folder}/ca.crt", "owner": None, "mode": "0644"},
         ]
     return out
+
+
+def probe_check(line):
+    """One JSON line of the gateway's mTLS probe -> one verify check result."""
+    if not isinstance(line, dict) or "name" not in line:
+        raise PlanError(f"probe_check: expected a probe result with a 'name', got {line!r}")
+    ok = line.get("ok") is True and line.get("tls_version") in ("TLSv1.2", "TLSv1.3")
+    seen = "ok, %s, %s ms, server cert sha256 %s" % (line.get("tls_version"), line.get("latency_ms"),
+                                                     str(line.get("server_cert_sha256"))[:16]) if ok else \
+        "failed at %s: %s" % (line.get("stage"), line.get("error"))
+    return {"check": "gateway_probe_mtls_call", "target": line["name"], "ok": ok,
+            "expected": "cpex's client with the deployed config completes an mTLS call (TLS 1.2+)", "seen": seen}

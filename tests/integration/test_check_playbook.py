@@ -11,9 +11,9 @@ CHECK = REPO / "playbooks" / "check.yml"
 
 
 def make_tree(tmp_path, days):
-    res = run_playbook(PLAYBOOKS / "pki.yml", {"pki_dir": str(tmp_path / "certs/mcp"), "pki_plugins": ["One", "Two"],
-                                                "pki_key_type": "ecdsa", "pki_cert_days": days,
-                                                "pki_renew_before_days": 1})
+    settings = {"pki_dir": str(tmp_path / "certs/mcp"), "pki_plugins": ["One", "Two"], "pki_key_type": "ecdsa",
+                "pki_cert_days": days, "pki_renew_before_days": 1}
+    res = run_playbook(PLAYBOOKS / "pki.yml", settings)
     assert res.rc == 0, res.out
 
 

@@ -126,7 +126,7 @@ def handshake(server_dir: Path, client_dir: Path, server_name: str):
     result = {}
 
     def serve():
-        conn, _ = listener.accept()
+        conn = listener.accept()[0]
         try:
             with server_ctx.wrap_socket(conn, server_side=True) as tls:
                 result["peer"] = tls.getpeercert()
@@ -160,7 +160,7 @@ def test_real_mtls_handshake_strict_and_foreign_ca_refused(tmp_path):
     assert dict(x[0] for x in result["peer"]["subject"])["commonName"] == "mcp-gateway-client"
 
     # hostname verification is real: a name outside the SANs fails
-    error, _ = handshake(root / "plugins/PluginA", root / "gateway", "mcp-plugin-PluginB")
+    error = handshake(root / "plugins/PluginA", root / "gateway", "mcp-plugin-PluginB")[0]
     assert isinstance(error, ssl.SSLCertVerificationError), error
 
     # a gateway client certificate from a foreign CA is refused by the server

@@ -1,6 +1,7 @@
-#!/usr/bin/python3
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Security checks of a deployed MCP mTLS endpoint, run on a target host with only python3, curl and openssl.
+
+Run as `python3 mtls_checks.py MODE ...` (the verify role uses ansible.builtin.script with executable).
 
 Every check records what was expected and what was seen; the role asserts on the JSON this prints.
 A refusal only counts when it is a TLS refusal by the server (not a refused connection or a client that
@@ -100,7 +101,7 @@ def listening():
     for line in out.splitlines():
         fields = line.split()
         if len(fields) >= 4:
-            addr, _, port = fields[3].rpartition(":")
+            addr, port = fields[3].rsplit(":", 1)
             sockets.append((addr.strip("[]"), int(port)))
     return sockets
 

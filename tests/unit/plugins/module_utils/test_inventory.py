@@ -122,3 +122,14 @@ def test_pki_tree_and_expectations():
     assert gw[0]["path"] == "/etc/mcpgateway/tls/client.key"
     with pytest.raises(inv.PlanError):
         inv.tls_file_expectations(["A"], "/x", "u", "other")
+
+
+def test_probe_check():
+    good = inv.probe_check({"name": "A", "ok": True, "tls_version": "TLSv1.3", "latency_ms": 12, "server_cert_sha256": "ab" * 32})
+    assert good["ok"] and good["target"] == "A" and "TLSv1.3" in good["seen"]
+    old_tls = inv.probe_check({"name": "A", "ok": True, "tls_version": "TLSv1.1"})
+    assert not old_tls["ok"]
+    bad = inv.probe_check({"name": "B", "ok": False, "stage": "tls", "error": "certificate required"})
+    assert not bad["ok"] and "failed at tls: certificate required" == bad["seen"]
+    with pytest.raises(inv.PlanError):
+        inv.probe_check("garbage")

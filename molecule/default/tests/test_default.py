@@ -1,0 +1,151 @@
+"""Behaviour of the converged molecule hosts, read from inside the containers (testinfra, podman backend)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import testinfra
+
+GATEWAY = "mcp-mol-gw"
+PLUGIN_HOSTS = {"mcp-mol-plug1": {"MolGuard": 8000}, "mcp-mol-plug2": {"MolWords": 8000, "MolEcho": 8100}}
+PLUGINS = {name: (host, port) for host, plugins in PLUGIN_HOSTS.items() for name, port in plugins.items()}
+REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+PKI = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "certs/mcp"
+
+
+def host(name):
+    return testinfra.get_host(f"podman://{name}")
+
+
+def journal(h, unit):
+    return h.run(f"journalctl -u {unit} -n 40 --no-pager").stdout
+
+
+@pytest.mark.parametrize("name", sorted(PLUGINS))
+def test_plugin_units_active_and_enabled(name):
+    h = host(PLUGINS[name][0])
+    for unit in (f"mcp-plugin@{name}.service", f"mcp-plugin-health@{name}.timer"):
+        svc = h.service(unit)
+        assert svc.is_running or unit.endswith(".timer") and h.run(f"systemctl is-active {unit}").stdout.strip() == "active", journal(h, unit)
+        assert svc.is_enabled, unit
+
+
+@pytest.mark.parametrize("name", sorted(PLUGINS))
+def test_plugin_unit_hardening(name):
+    h = host(PLUGINS[name][0])
+    props = h.service(f"mcp-plugin@{name}.service").systemd_properties
+    assert props["User"] == "mcp-plugin"
+    assert props["NoNewPrivileges"] == "yes"
+    assert props["ProtectSystem"] == "strict"
+    assert props["ProtectHome"] == "yes"
+    assert props["PrivateTmp"] == "yes"
+    assert props["CapabilityBoundingSet"] == ""
+    out = h.run(f"systemd-analyze security mcp-plugin@{name}.service --no-pager").stdout
+    exposure = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", out).group(1))
+    print(f"systemd-analyze security mcp-plugin@{name}.service: {exposure}")
+    assert exposure <= 3.0, out[-400:]
+
+
+@pytest.mark.parametrize("plugin_host", sorted(PLUGIN_HOSTS))
+def test_ports_listen_on_the_right_addresses(plugin_host):
+    h = host(plugin_host)
+    for name, port in PLUGIN_HOSTS[plugin_host].items():
+        assert h.socket(f"tcp://0.0.0.0:{port}").is_listening, name
+        assert h.socket(f"tcp://127.0.0.1:{port + 1000}").is_listening, name
+        assert not h.socket(f"tcp://0.0.0.0:{port + 1000}").is_listening, f"{name}: health open to the network"
+
+
+@pytest.mark.parametrize("plugin_host", sorted(PLUGIN_HOSTS))
+def test_plugin_tls_files_modes_and_owners(plugin_host):
+    h = host(plugin_host)
+    for name in PLUGIN_HOSTS[plugin_host]:
+        key = h.file(f"/etc/mcp-plugins/{name}/tls/server.key")
+        assert (key.user, key.mode) == ("mcp-plugin", 0o600)
+        for crt in ("server.crt", "ca.crt"):
+            assert h.file(f"/etc/mcp-plugins/{name}/tls/{crt}").mode == 0o644
+    assert h.run("grep -rl 'PRIVATE KEY' /etc /opt /var/lib /root 2>/dev/null | grep -c ca.key").stdout.strip() in ("", "0")
+
+
+def test_gateway_files_service_and_probe():
+    h = host(GATEWAY)
+    key = h.file("/etc/mcpgateway/tls/client.key")
+    assert (key.user, key.mode) == ("mcpgateway", 0o600)
+    svc = h.service("mcpgateway.service")
+    assert svc.is_running and svc.is_enabled, journal(h, "mcpgateway.service")
+    assert h.socket("tcp://127.0.0.1:4444").is_listening
+    log = journal(h, "mcpgateway.service")
+    for name in PLUGINS:
+        assert f"Registered plugin: {name}" in h.run("journalctl -u mcpgateway.service --no-pager").stdout, log
+    probe = h.run("runuser -u mcpgateway -- /usr/local/bin/mcp-mtls-probe")
+    assert probe.rc == 0, probe.stdout + probe.stderr
+    lines = [json.loads(line) for line in probe.stdout.splitlines() if line.startswith("{")]
+    assert sorted(x["name"] for x in lines) == sorted(PLUGINS)
+    assert all(x["ok"] and x["tls_version"] in ("TLSv1.2", "TLSv1.3") for x in lines), lines
+
+
+@pytest.mark.parametrize("name", sorted(PLUGINS))
+def test_handshakes_from_the_gateway_host(name):
+    h = host(GATEWAY)
+    port = PLUGINS[name][1]
+    base = f"curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 --cacert /etc/mcpgateway/tls/ca.crt https://mcp-plugin-{name}:{port}/mcp"
+    ok = h.run(base + " --cert /etc/mcpgateway/tls/client.crt --key /etc/mcpgateway/tls/client.key")
+    assert ok.rc == 0 and ok.stdout.isdigit(), ok.stderr
+    refused = h.run(base)
+    assert refused.rc in (35, 56), (refused.rc, refused.stderr)
+    tls11 = h.run(f"openssl s_client -connect mcp-plugin-{name}:{port} -tls1_1 -cipher 'DEFAULT:@SECLEVEL=0' "
+                  f"-cert /etc/mcpgateway/tls/client.crt -key /etc/mcpgateway/tls/client.key </dev/null")
+    assert tls11.rc != 0 and "no protocols available" not in tls11.stdout + tls11.stderr, tls11.stderr
+    health = h.run(f"curl -sS --max-time 5 http://mcp-plugin-{name}:{port + 1000}/health")
+    assert health.rc == 7, "the health port must not be reachable from the gateway host"
+
+
+def _run_site(*args):
+    env = dict(os.environ)
+    cmd = [str(REPO / ".venv/bin/ansible-playbook"), "-i", env["MOLECULE_INVENTORY_FILE"], str(REPO / "site.yml"), *args]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1200, check=False)
+
+
+def _recap(out):
+    return {m[0]: int(m[1]) for m in re.findall(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)", out, re.M)}
+
+
+def test_check_mode_on_the_deployed_hosts_reports_nothing_to_change():
+    run = _run_site("--check", "--diff")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    recap = _recap(run.stdout)
+    assert set(recap) >= {GATEWAY, *PLUGIN_HOSTS} and not any(recap.values()), recap
+
+
+def _main_pid(h, name):
+    return h.run(f"systemctl show -p MainPID --value mcp-plugin@{name}.service").stdout.strip()
+
+
+def test_certificate_change_restarts_only_that_plugin_and_is_served():
+    """Re-issue MolWords' certificate on the controller; site.yml must restart exactly that instance."""
+    h2 = host("mcp-mol-plug2")
+    pids = {name: _main_pid(host(PLUGINS[name][0]), name) for name in PLUGINS}
+    old = (PKI / "plugins/MolWords/server.crt").read_bytes()
+    forced = subprocess.run(
+        [str(REPO / ".venv/bin/ansible"), "localhost", "-c", "local", "-m", "mcpgateway.mtls.certificate", "-a",
+         json.dumps({"key_path": str(PKI / "plugins/MolWords/server.key"), "cert_path": str(PKI / "plugins/MolWords/server.crt"),
+                     "ca_cert": str(PKI / "ca/ca.crt"), "ca_key": str(PKI / "ca/ca.key"), "profile": "server",
+                     "subject": "/CN=mcp-plugin-MolWords/O=MCPGateway/OU=Plugins", "key_type": "ecdsa", "force": True,
+                     "sans": ["DNS:MolWords", "DNS:mcp-plugin-MolWords", "DNS:localhost"]})],
+        cwd=REPO, capture_output=True, text=True, check=False)
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    new = (PKI / "plugins/MolWords/server.crt").read_bytes()
+    assert new != old
+    run = _run_site()
+    assert run.returncode == 0, run.stdout[-3000:]
+    after = {name: _main_pid(host(PLUGINS[name][0]), name) for name in PLUGINS}
+    assert after["MolWords"] != pids["MolWords"]
+    assert {k: v for k, v in after.items() if k != "MolWords"} == {k: v for k, v in pids.items() if k != "MolWords"}
+    served = host(GATEWAY).run("openssl s_client -connect mcp-plugin-MolWords:8000 -cert /etc/mcpgateway/tls/client.crt "
+                               "-key /etc/mcpgateway/tls/client.key </dev/null 2>/dev/null | openssl x509 -outform PEM")
+    deployed = h2.run("cat /etc/mcp-plugins/MolWords/tls/server.crt").stdout
+    assert served.stdout.strip() == deployed.strip() == new.decode().strip()

@@ -1,0 +1,211 @@
+"""Unit tests for the pure checks of roles/plugin_server/files/mcp_plugin_launcher.py (no cpex needed)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import os
+import pathlib
+import ssl
+import types
+
+import pytest
+
+LAUNCHER = pathlib.Path(__file__).resolve().parents[3] / "roles" / "plugin_server" / "files" / "mcp_plugin_launcher.py"
+
+
+@pytest.fixture(scope="module")
+def launcher():
+    spec = importlib.util.spec_from_file_location("mcp_plugin_launcher", LAUNCHER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def tls_files(tmp_path):
+    paths = {}
+    for name in ("server.crt", "server.key", "ca.crt"):
+        path = tmp_path / name
+        path.write_text("placeholder\n")
+        paths[name] = str(path)
+    return paths
+
+
+@pytest.fixture()
+def good(tls_files):
+    return {
+        "plugins": [
+            {
+                "name": "word-filter",
+                "kind": "mcp_lab_plugins.word_filter.WordFilterPlugin",
+                "hooks": ["tool_pre_invoke"],
+                "mode": "transform",
+                "config": {"words": {"bad": "good"}},
+            }
+        ],
+        "server_settings": {
+            "host": "0.0.0.0",
+            "port": 8000,
+            "tls": {
+                "certfile": tls_files["server.crt"],
+                "keyfile": tls_files["server.key"],
+                "ca_bundle": tls_files["ca.crt"],
+                "ssl_cert_reqs": 2,
+            },
+        },
+    }
+
+
+def test_good_config_passes(launcher, good):
+    assert launcher.check_config(good, "c.yaml") == []
+
+
+@pytest.mark.parametrize("value,expected", [(2, 2), ("2", 2), (" 1 ", 1), (0, 0)])
+def test_normalize_cert_reqs(launcher, value, expected):
+    assert launcher.normalize_cert_reqs(value) == expected
+
+
+@pytest.mark.parametrize("value", ["required", 3, -1, True, None, 2.0])
+def test_normalize_cert_reqs_rejects(launcher, value):
+    with pytest.raises(ValueError):
+        launcher.normalize_cert_reqs(value)
+
+
+def test_health_port(launcher):
+    assert launcher.health_port(8000) == 9000
+    assert launcher.health_port("8001") == 9001
+
+
+def _mutate(config, fn):
+    data = copy.deepcopy(config)
+    fn(data)
+    return data
+
+
+@pytest.mark.parametrize(
+    "mutation,needle",
+    [
+        (lambda d: d["server_settings"].pop("tls"), "server_settings.tls is missing"),
+        (lambda d: d.pop("server_settings"), "'server_settings' is missing"),
+        (lambda d: d["server_settings"]["tls"].pop("keyfile"), "tls.keyfile is not set"),
+        (lambda d: d["server_settings"]["tls"].update(certfile=""), "tls.certfile is not set"),
+        (lambda d: d["server_settings"]["tls"].update(ca_bundle="ca.crt"), "must be an absolute path"),
+        (lambda d: d["server_settings"]["tls"].update(ssl_cert_reqs=0), "ssl_cert_reqs is 0"),
+        (lambda d: d["server_settings"]["tls"].update(ssl_cert_reqs="optional"), "ssl_cert_reqs must be"),
+        (lambda d: d.update(plugins=[]), "'plugins' must be a non-empty list"),
+        (lambda d: d.pop("plugins"), "'plugins' must be a non-empty list"),
+        (lambda d: d["plugins"][0].update(kind="external"), "gateway-side entry"),
+        (lambda d: d["plugins"][0].update(kind="NoDots"), "dotted Python class path"),
+        (lambda d: d["plugins"][0].update(hooks=[]), "'hooks' is empty"),
+        (lambda d: d["plugins"][0].pop("name"), "has no 'name'"),
+        (lambda d: d["server_settings"].update(port=70000), "server_settings.port"),
+        (lambda d: d["server_settings"].update(port="8000"), "server_settings.port"),
+        (lambda d: d["server_settings"].update(uds="/run/x.sock"), "uds is set"),
+    ],
+)
+def test_bad_configs_are_refused(launcher, good, mutation, needle):
+    errors = launcher.check_config(_mutate(good, mutation), "c.yaml")
+    assert any(needle in error for error in errors), errors
+    assert all(error.startswith("c.yaml:") for error in errors)
+
+
+def test_missing_and_unreadable_tls_files(launcher, good, tls_files):
+    os.unlink(tls_files["ca.crt"])
+    errors = launcher.check_config(good, "c.yaml")
+    assert any("ca_bundle" in e and "does not exist" in e for e in errors)
+    assert launcher.check_config(good, "c.yaml", check_files=False) == []
+
+
+def test_not_a_mapping(launcher):
+    assert launcher.check_config(["x"], "c.yaml")[0].startswith("c.yaml: the file must be a YAML mapping")
+    assert launcher.check_config(None, "c.yaml")
+
+
+def test_pem_key_is_encrypted(launcher):
+    assert launcher.pem_key_is_encrypted(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAA\n")
+    assert launcher.pem_key_is_encrypted(b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n")
+    assert not launcher.pem_key_is_encrypted(b"-----BEGIN PRIVATE KEY-----\nAAA\n")
+
+
+def test_kinds_importable(launcher, good):
+    data = _mutate(good, lambda d: d["plugins"].append({"name": "x", "kind": "json.JSONDecoder", "hooks": ["h"]}))
+    errors = launcher.check_kinds_importable(data)
+    names = " ".join(errors)
+    if importlib.util.find_spec("mcp_lab_plugins") is None:
+        assert "word-filter" in names
+    assert "plugin x" not in names
+
+
+def test_encrypted_key_without_password_is_refused_not_prompted(launcher, tmp_path, tls_files):
+    key = tmp_path / "enc.key"
+    key.write_bytes(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n")
+    tls = {"keyfile": str(key), "certfile": tls_files["server.crt"], "ca_bundle": tls_files["ca.crt"]}
+    with pytest.raises(launcher.LauncherError, match="is encrypted but no password"):
+        launcher.check_key_material(tls, None)
+
+
+def test_garbage_key_names_the_file(launcher, tls_files):
+    tls = {"keyfile": tls_files["server.key"], "certfile": tls_files["server.crt"], "ca_bundle": tls_files["ca.crt"]}
+    with pytest.raises(launcher.LauncherError, match=tls_files["server.key"]):
+        launcher.check_key_material(tls, None)
+
+
+def test_source_digest_is_stable(launcher):
+    def sample():
+        return 1
+
+    assert launcher.source_digest(sample) == launcher.source_digest(sample)
+    assert len(launcher.source_digest(sample)) == 64
+
+
+def test_verify_cpex_refuses_changed_internals(launcher):
+    class Fake:
+        def _get_ssl_config(self):
+            return {}
+
+        async def _start_health_check_server(self, port):
+            return None
+
+        async def run_streamable_http_async(self):
+            return None
+
+    async def run():
+        return None
+
+    runtime = types.SimpleNamespace(SSLCapableMCPServer=Fake, run=run)
+    with pytest.raises(launcher.LauncherError) as info:
+        launcher.verify_cpex(runtime)
+    assert info.value.code == 3
+    assert "changed internals" in str(info.value)
+
+
+def test_verify_cpex_refuses_missing_class(launcher):
+    with pytest.raises(launcher.LauncherError, match="missing"):
+        launcher.verify_cpex(types.SimpleNamespace())
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_tls12_factory_raises_minimum(launcher):
+    def default_factory():
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1
+        context.verify_mode = ssl.CERT_REQUIRED
+        return context
+
+    context = launcher._tls12_factory(None, default_factory)
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+
+
+def test_tls12_factory_requires_client_certs(launcher):
+    with pytest.raises(launcher.LauncherError):
+        launcher._tls12_factory(None, lambda: ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+
+
+def test_main_without_config_fails(launcher, monkeypatch):
+    monkeypatch.delenv("PLUGINS_CONFIG_PATH", raising=False)
+    assert launcher.main([]) == 2
+
+
+def test_main_with_missing_config_fails(launcher, tmp_path):
+    assert launcher.main(["--config", str(tmp_path / "nope.yaml")]) == 2
