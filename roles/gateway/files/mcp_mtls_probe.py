@@ -1,0 +1,368 @@
+#!/usr/bin/env python3
+# -*- coding: utf-8 -*-
+# Copyright: mcpgateway.mtls contributors
+# SPDX-License-Identifier: Apache-2.0
+"""mTLS probe for the MCP Gateway's external plugins.
+
+Loads the *deployed* gateway plugin client configuration (default
+/etc/mcpgateway/plugins.yaml) with cpex's own config loader, and for each
+``kind: external`` plugin (or only the ones named with --plugin):
+
+1. opens a TLS connection with the same SSL context the gateway builds
+   (cpex ``create_ssl_context``) and sends one request, so that a rejected
+   client certificate (TLS 1.3 reports it only after the handshake), an
+   unknown CA, a hostname mismatch or an unreadable key is reported by name;
+2. connects with cpex's real external plugin client (MCP initialize,
+   list tools, get_plugin_config), exactly as the gateway does at start-up;
+3. calls a real hook when the plugin has one the probe knows how to feed
+   (tool_pre_invoke, tool_post_invoke) with a harmless payload.
+
+Prints one JSON object per plugin on stdout:
+  {"name", "url", "ok", "stage", "error", "latency_ms", "hook", "hook_latency_ms",
+   "tls_version", "server_cert_sha256", "server_cert_subject", "server_cert_not_after", "user"}
+``stage`` names the step that failed (config, files, tls, mcp, hook) or is "done".
+Exit status: 0 all plugins ok, 1 at least one failed, 2 configuration or usage error.
+
+Run it with the Python of a venv that has ``cpex`` (the gateway's venv, or a
+small probe venv), as the gateway's service user: then a success also proves
+that this user can read the deployed key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import ssl
+import sys
+import time
+from datetime import timezone
+from urllib.parse import urlparse
+
+DEFAULT_CONFIG = "/etc/mcpgateway/plugins.yaml"
+DEFAULT_ENV_FILE = "/etc/mcpgateway/env"
+# Hooks the probe can call with a payload that no plugin should act upon.
+KNOWN_HOOKS = ("tool_pre_invoke", "tool_post_invoke")
+PROBE_TOOL = "mcp-mtls-probe"
+MISDIRECTED = (
+    "mTLS works, but the plugin server answers 421 Misdirected Request for Host %s:%d: the MCP server's "
+    "DNS-rebinding protection (on when it binds to a loopback address) accepts only localhost/127.0.0.1; "
+    "bind the plugin server to a non-loopback address or allow this host name"
+)
+REJECTED_AFTER_HANDSHAKE = (
+    "the plugin server closed the TLS connection right after the handshake: it did not accept the client "
+    "certificate (issued by another CA, expired, or without clientAuth)"
+)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="mcp_mtls_probe",
+        description="Connect to the gateway's external plugins over mTLS with the deployed client config.",
+    )
+    parser.add_argument("--config", default=DEFAULT_CONFIG, help="gateway plugin config (default: %(default)s)")
+    parser.add_argument(
+        "--env-file",
+        default=None,
+        help="env file whose PLUGINS_* variables the gateway sees (PLUGINS_CLIENT_MTLS_* when TLS is set by env); "
+        "default: %s if it exists and is readable" % DEFAULT_ENV_FILE,
+    )
+    parser.add_argument("--no-env-file", action="store_true", help="do not read any env file")
+    parser.add_argument("--plugin", action="append", default=[], metavar="NAME", help="probe only this plugin (repeatable)")
+    parser.add_argument("--timeout", type=float, default=15.0, help="seconds per plugin (default: %(default)s)")
+    parser.add_argument("--no-hook", action="store_true", help="stop after MCP initialize + get_plugin_config")
+    parser.add_argument(
+        "--check-config", action="store_true", help="only load and validate the config with cpex (no connection); usable as validate:"
+    )
+    parser.add_argument("--verbose", action="store_true", help="show cpex/mcp log output on stderr")
+    return parser.parse_args(argv)
+
+
+def load_env_file(path):
+    """Put the PLUGINS_* settings of a systemd-style env file into os.environ (before cpex reads them)."""
+    with open(path, encoding="utf-8") as handle:
+        for raw in handle:
+            line = raw.strip()
+            if not line or line.startswith("#") or "=" not in line:
+                continue
+            key, value = line.split("=", 1)
+            key = key.strip()
+            if key.startswith("export "):
+                key = key[len("export "):].strip()
+            value = value.strip()
+            if len(value) >= 2 and value[0] == value[-1] == "'":
+                value = value[1:-1]
+            elif len(value) >= 2 and value[0] == value[-1] == '"':
+                # systemd's EnvironmentFile rules: backslash escapes inside double quotes
+                value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            if key.startswith("PLUGINS_"):
+                os.environ[key] = value
+
+
+def result_template(name, url):
+    return {
+        "name": name,
+        "url": url,
+        "ok": False,
+        "stage": "config",
+        "error": None,
+        "latency_ms": None,
+        "hook": None,
+        "hook_latency_ms": None,
+        "tls_version": None,
+        "server_cert_sha256": None,
+        "server_cert_subject": None,
+        "server_cert_not_after": None,
+        "user": current_user(),
+    }
+
+
+def current_user():
+    try:
+        return getpass.getuser()
+    except Exception:  # pragma: no cover - no passwd entry
+        return str(os.getuid())
+
+
+def describe_cert(der):
+    """Fingerprint, subject and notAfter of a DER certificate (cryptography is a cpex dependency)."""
+    info = {"server_cert_sha256": hashlib.sha256(der).hexdigest()}
+    try:
+        from cryptography import x509  # pylint: disable=import-outside-toplevel
+
+        cert = x509.load_der_x509_certificate(der)
+        info["server_cert_subject"] = cert.subject.rfc4514_string()
+        not_after = getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after.replace(tzinfo=timezone.utc)
+        info["server_cert_not_after"] = not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+    except Exception:  # the fingerprint alone is still useful
+        pass
+    return info
+
+
+def check_files(tls_config):
+    """Name the first TLS file this user cannot read (cpex would only say 'PEM lib' or fail later)."""
+    for label in ("ca_bundle", "certfile", "keyfile"):
+        path = getattr(tls_config, label, None)
+        if not path:
+            continue
+        try:
+            with open(path, "rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            return "cannot read %s %s as user %s: %s" % (label, path, current_user(), exc.strerror or exc)
+    return None
+
+
+def tls_check(host, port, tls_config, plugin_name, timeout):
+    """Handshake + one request with the gateway's SSL context; returns (error, details)."""
+    from cpex.framework.errors import PluginError  # pylint: disable=import-outside-toplevel
+    from cpex.framework.external.mcp.tls_utils import create_ssl_context  # pylint: disable=import-outside-toplevel
+
+    details = {}
+    try:
+        context = create_ssl_context(tls_config, plugin_name)
+    except PluginError as exc:
+        return "client TLS setup failed: %s" % exc.error.message, details
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                details["tls_version"] = tls.version()
+                der = tls.getpeercert(binary_form=True)
+                if der:
+                    details.update(describe_cert(der))
+                # With TLS 1.3 the server judges our certificate after the handshake:
+                # only a read shows whether it was accepted.
+                request = "GET /mcp HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n" % (host, port)
+                try:
+                    tls.sendall(request.encode("ascii"))
+                    first = tls.recv(64)
+                except (ConnectionResetError, BrokenPipeError):
+                    first = b""
+                if not first:
+                    return REJECTED_AFTER_HANDSHAKE, details
+                if first.startswith(b"HTTP/1.1 421") or first.startswith(b"HTTP/1.0 421"):
+                    return MISDIRECTED % (host, port), details
+    except ssl.SSLCertVerificationError as exc:
+        details.update(fetch_unverified_cert(host, port, timeout))
+        return "server certificate rejected: %s" % (exc.verify_message or exc.reason or exc), details
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        hint = ""
+        if "CERTIFICATE_REQUIRED" in reason.upper() or "UNKNOWN_CA" in reason.upper() or "BAD_CERTIFICATE" in reason.upper():
+            hint = " (the plugin server did not accept the client certificate: wrong CA or none sent)"
+        return "TLS error: %s%s" % (reason, hint), details
+    except (socket.timeout, TimeoutError):
+        return "timed out connecting to %s:%d" % (host, port), details
+    except OSError as exc:
+        return "cannot connect to %s:%d: %s" % (host, port, exc.strerror or exc), details
+    return None, details
+
+
+def fetch_unverified_cert(host, port, timeout):
+    """Fetch the certificate the server presents without trusting it (diagnostics only)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # diagnostics only: nothing is sent over this connection
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                der = tls.getpeercert(binary_form=True)
+                return describe_cert(der) if der else {}
+    except OSError:
+        return {}
+
+
+def hook_call(hook_names):
+    """Pick a hook the probe can feed; returns (hook_name, payload) or (None, None)."""
+    from cpex.framework.hooks.tools import ToolPostInvokePayload, ToolPreInvokePayload  # pylint: disable=import-outside-toplevel
+
+    for hook in KNOWN_HOOKS:
+        if hook in hook_names:
+            if hook == "tool_pre_invoke":
+                return hook, ToolPreInvokePayload(name=PROBE_TOOL, args={})
+            return hook, ToolPostInvokePayload(name=PROBE_TOOL, result={"content": [{"type": "text", "text": "probe"}]})
+    return None, None
+
+
+async def probe_plugin(plugin_config, args):
+    from cpex.framework.errors import PluginError  # pylint: disable=import-outside-toplevel
+    from cpex.framework.external.mcp.client import ExternalPlugin  # pylint: disable=import-outside-toplevel
+    from cpex.framework.models import GlobalContext, MCPClientTLSConfig, PluginContext  # pylint: disable=import-outside-toplevel
+
+    url = plugin_config.mcp.url if plugin_config.mcp else None
+    result = result_template(plugin_config.name, url)
+    start = time.perf_counter()
+
+    def finish(stage, error=None):
+        result["stage"] = stage
+        result["error"] = error
+        result["ok"] = error is None
+        result["latency_ms"] = round((time.perf_counter() - start) * 1000.0, 1)
+        return result
+
+    if not plugin_config.mcp or not url:
+        return finish("config", "not an MCP external plugin with a url (only STREAMABLEHTTP/SSE over HTTPS can be probed)")
+    parsed = urlparse(url)
+    if parsed.scheme != "https":
+        return finish("config", "plugin url is not https: the connection would not use TLS")
+    tls_config = plugin_config.mcp.tls or MCPClientTLSConfig.from_env()
+    if tls_config is None:
+        return finish("config", "no client TLS settings (neither mcp.tls nor PLUGINS_CLIENT_MTLS_*)")
+    if not tls_config.certfile:
+        return finish("config", "no client certificate configured: this would not be mutual TLS")
+
+    error = check_files(tls_config)
+    if error:
+        return finish("files", error)
+
+    port = parsed.port or 443
+    error, details = await asyncio.to_thread(tls_check, parsed.hostname, port, tls_config, plugin_config.name, args.timeout)
+    result.update(details)
+    if error:
+        return finish("tls", error)
+
+    plugin = ExternalPlugin(plugin_config)
+    stage = "mcp"
+    try:
+        await asyncio.wait_for(plugin.initialize(), timeout=args.timeout)
+        if not args.no_hook:
+            hook, payload = hook_call(list(plugin.config.hooks or []))
+            if hook:
+                stage = "hook"
+                context = PluginContext(global_context=GlobalContext(request_id="mcp-mtls-probe"))
+                hook_start = time.perf_counter()
+                await asyncio.wait_for(plugin.invoke_hook(hook, payload, context), timeout=args.timeout)
+                result["hook"] = hook
+                result["hook_latency_ms"] = round((time.perf_counter() - hook_start) * 1000.0, 1)
+    except PluginError as exc:
+        return finish(stage, exc.error.message if exc.error else str(exc))
+    except asyncio.TimeoutError:
+        return finish(stage, "timed out after %.0f s" % args.timeout)
+    except Exception as exc:  # report, never traceback: the output is parsed
+        return finish(stage, "%s: %s" % (type(exc).__name__, exc))
+    finally:
+        try:
+            await plugin.shutdown()
+        except Exception:  # pylint: disable=broad-except
+            pass
+    return finish("done")
+
+
+async def probe_all(plugins, args):
+    results = []
+    for plugin_config in plugins:
+        # One plugin at a time: the MCP client's task scopes must open and close in the same task,
+        # and sequential latencies are the honest numbers.
+        results.append(await probe_plugin(plugin_config, args))
+    return results
+
+
+def emit(obj):
+    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    config_path = os.path.abspath(args.config)
+    env_file = None if args.no_env_file else args.env_file
+    if env_file is None and not args.no_env_file and os.access(DEFAULT_ENV_FILE, os.R_OK):
+        env_file = DEFAULT_ENV_FILE
+    if env_file:
+        env_file = os.path.abspath(env_file)
+    # cpex's settings also read ./.env: run from a directory that has none.
+    os.chdir("/")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.CRITICAL, stream=sys.stderr)
+
+    def fail_config(message):
+        res = result_template(None, None)
+        res["error"] = message
+        emit(res)
+        return 2
+
+    if env_file:
+        try:
+            load_env_file(env_file)
+        except OSError as exc:
+            return fail_config("cannot read env file %s as user %s: %s" % (env_file, current_user(), exc.strerror or exc))
+    # cpex treats a missing file as "no plugins": refuse that here.
+    if not os.path.isfile(config_path):
+        return fail_config("config file %s does not exist" % config_path)
+    if not os.access(config_path, os.R_OK):
+        return fail_config("config file %s is not readable by user %s" % (config_path, current_user()))
+    try:
+        from cpex.framework.loader.config import ConfigLoader  # pylint: disable=import-outside-toplevel
+    except ImportError as exc:
+        return fail_config("cpex is not importable with %s: %s" % (sys.executable, exc))
+    try:
+        config = ConfigLoader.load_config(config_path)
+    except Exception as exc:  # pydantic ValidationError names the field
+        return fail_config("cpex rejected %s: %s" % (config_path, " ".join(str(exc).split())))
+
+    plugins = [p for p in (config.plugins or []) if p.kind == "external"]
+    if args.check_config:
+        emit({"config": config_path, "ok": True, "plugins": [p.name for p in plugins]})
+        return 0
+    if args.plugin:
+        known = {p.name for p in plugins}
+        missing = [name for name in args.plugin if name not in known]
+        if missing:
+            return fail_config("plugin(s) not in %s: %s" % (config_path, ", ".join(missing)))
+        plugins = [p for p in plugins if p.name in args.plugin]
+    if not plugins:
+        return fail_config("no kind: external plugins in %s" % config_path)
+
+    results = asyncio.run(probe_all(plugins, args))
+    for res in results:
+        emit(res)
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
