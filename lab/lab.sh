@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # The lab of systemd hosts for mcpgateway.mtls: podman containers that boot Debian with
 # systemd, on their own bridge network, described by inventories/lab (single source of truth).
 #

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Short summary of the deployed lab (run after site.yml): hosts, plugins, units, certificate
 # expiry. Reads inventories/lab for what should be there and asks each container with
 # podman exec. Exits 1 when a unit is not active or a certificate is missing.

@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Build the wheelhouses the lab installs from (the containers cannot reach PyPI: outbound TLS
 # is re-signed by a CA only this host trusts). Built once; rebuilt only when the requirement
 # list (file + inventory plugin packages), a local package's source, the interpreter or

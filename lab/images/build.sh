@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Build one lab image from a recipe (lab/images/SUITE.conf), once: skip when the image exists
 # with the same recipe hash (image label mcp.lab.recipe). The debootstrap package download is
 # cached as lab/cache/debootstrap-SUITE-<hash>.tgz, so a rebuild needs no network.

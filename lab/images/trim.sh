@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Trim a debootstrapped Debian rootfs into a container image that boots systemd as PID 1.
 # Usage: trim.sh ROOTFS MIRROR SUITE. Runs on the host against the directory (no chroot needed).
 set -euo pipefail

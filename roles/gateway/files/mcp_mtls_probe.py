@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: mcpgateway.mtls contributors
 # SPDX-License-Identifier: Apache-2.0
