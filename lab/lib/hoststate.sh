@@ -43,8 +43,9 @@ _hoststate_iptables_clean() {
             grep -q -- "^:$chain " "$before" && continue
             # Jumps into the chain from any other chain.
             while IFS= read -r rule; do
-                # shellcheck disable=SC2086  # the rule spec is word-split on purpose
-                "$tool" -t "$table" ${rule/#-A /-D } || true
+                # `-S` quotes arguments shell-style (e.g. --comment "netavark firewall plugin rules"):
+                # xargs splits them back the same way.
+                xargs "$tool" -t "$table" <<< "${rule/#-A /-D }" || true
             done < <("$tool" -t "$table" -S | grep -E -- "-j $chain( |$)")
             "$tool" -t "$table" -F "$chain" 2> /dev/null || true
         done < <("$tool" -t "$table" -S | awk '$1 == "-N" && $2 ~ /^NETAVARK/ { print $2 }')
