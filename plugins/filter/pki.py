@@ -1,10 +1,10 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filters that turn plugin lists into the PKI plan (logic in module_utils/_inventory.py)."""
+"""Filters that shape the inventory into the PKI plan, the gateway config and verify checks (logic in module_utils)."""
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.mcpgateway.mtls.plugins.module_utils import _inventory
+from ansible_collections.mcpgateway.mtls.plugins.module_utils import _gateway, _inventory
 
 
 def _wrap(func):
@@ -29,4 +29,6 @@ class FilterModule:
             "pki_tree": _wrap(_inventory.pki_tree),
             "tls_file_expectations": _wrap(_inventory.tls_file_expectations),
             "probe_check": _wrap(_inventory.probe_check),
+            "gateway_plugins": _wrap(_gateway.gateway_plugins),
+            "gateway_client_config": _wrap(_gateway.gateway_client_config),
         }
