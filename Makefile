@@ -62,7 +62,8 @@ build: venv
 	ansible-galaxy collection build --force --output-path $(BUILD)/dist .
 
 site: venv lab-up
-	source lab/env.sh && ansible-playbook -i inventories/lab site.yml
+	mkdir -p .build/lab
+	source lab/env.sh && ansible-playbook -i inventories/lab site.yml | tee .build/lab/site.log
 	bash lab/summary.sh
 
 lab-up: venv

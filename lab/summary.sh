@@ -60,3 +60,9 @@ if ((bad)); then
     exit 1
 fi
 echo "summary: all units active, all certificates present"
+# What the verify role proved in the last `make site` run (make tees ansible's output there).
+log="$MCP_LAB_REPO/.build/lab/site.log"
+if [[ -f "$log" ]]; then
+    grep -Eo '[0-9]+ checks passed on [^ ]+' "$log" | sed 's/^/verified: /'
+    grep -Eo '^[^ ]+ +: ok=[0-9]+ +changed=[0-9]+ +unreachable=[0-9]+ +failed=[0-9]+' "$log" | sed 's/^/recap: /'
+fi

@@ -122,6 +122,35 @@ def test_check_mode_on_the_deployed_hosts_reports_nothing_to_change():
     assert set(recap) >= {GATEWAY, *PLUGIN_HOSTS} and not any(recap.values()), recap
 
 
+def test_verify_fails_on_a_world_readable_key():
+    """The verify role is not a rubber stamp: a key made world-readable fails the play, naming the file."""
+    h = host("mcp-mol-plug1")
+    key = "/etc/mcp-plugins/MolGuard/tls/server.key"
+    assert h.run(f"chmod 0644 {key}").rc == 0
+    try:
+        run = _run_site("--tags", "verify_files")
+    finally:
+        h.run(f"chmod 0600 {key}")
+    assert run.returncode != 0
+    assert "check: file_owner_mode" in run.stdout and f"target: {key}" in run.stdout, run.stdout[-3000:]
+
+
+def test_verify_negative_checks_fail_when_the_plugin_is_down():
+    """With MolEcho stopped, its refusal checks must fail too: a refused connection is no TLS refusal."""
+    h = host("mcp-mol-plug2")
+    h.run("systemctl stop mcp-plugin-health@MolEcho.timer mcp-plugin@MolEcho.service")
+    try:
+        run = _run_site("--tags", "verify_gateway")
+    finally:
+        h.run("systemctl start mcp-plugin@MolEcho.service mcp-plugin-health@MolEcho.timer")
+    assert run.returncode != 0
+    failed = run.stdout[run.stdout.find("failed check(s) on mcp-mol-gw"):]
+    for check in ("mtls_handshake_with_gateway_cert", "no_client_cert_refused", "foreign_ca_cert_refused",
+                  "tls1_1_refused", "gateway_probe_mtls_call"):
+        assert f"check: {check}" in failed, (check, failed[:4000])
+    assert "target: MolEcho" in failed and "target: MolWords" not in failed, failed[:4000]
+
+
 def _main_pid(h, name):
     return h.run(f"systemctl show -p MainPID --value mcp-plugin@{name}.service").stdout.strip()
 
