@@ -29,8 +29,8 @@ def gateway_plugins(explicit, hosts, hostvars, prefix="mcp-plugin-", var="plugin
     for host, plugin in sources:
         if not isinstance(plugin, dict) or "name" not in plugin:
             raise PlanError(f"{('host ' + host) if host else 'gateway_plugins'}: every plugin needs a 'name' ({plugin!r})")
-        url = plugin.get("url") or "https://%s:%s/mcp" % (plugin.get("host") or prefix + str(plugin["name"]),
-                                                           plugin.get("port", "NO-PORT"))
+        name = plugin.get("host") or prefix + str(plugin["name"])
+        url = plugin.get("url") or "https://%s:%s/mcp" % (name, plugin.get("port", "NO-PORT"))
         out.append(dict(plugin, _host=host, _url=url))
     return out
 

@@ -18,8 +18,8 @@ def inventory(tmp_path, plugins_by_host):
 
 
 def make_tree(tmp_path, names):
-    res = run_playbook(PLAYBOOKS / "pki.yml", {"pki_dir": str(tmp_path / "certs/mcp"), "pki_plugins": names,
-                                                "pki_key_type": "ecdsa"})
+    settings = {"pki_dir": str(tmp_path / "certs/mcp"), "pki_plugins": names, "pki_key_type": "ecdsa"}
+    res = run_playbook(PLAYBOOKS / "pki.yml", settings)
     assert res.rc == 0, res.out
 
 
