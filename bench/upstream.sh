@@ -36,40 +36,34 @@ fi
 chmod 600 "$dir/ca/ca.key"
 chmod 644 "$dir/ca/ca.crt"
 
+# The Makefile's leaf recipe, as in certs-mcp-gateway and certs-mcp-plugin: skip when the files exist,
+# else key + CSR + CA signature (extensions only from EXTFILE: none at all for the gateway, so X.509 v1).
+# leaf DIR STEM SUBJECT [EXTFILE-CONTENT]
+leaf() {
+    local d=$1 stem=$2 subj=$3 ext=${4:-} extargs=()
+    if [ ! -f "$d/$stem.key" ] || [ ! -f "$d/$stem.crt" ]; then
+        mkdir -p "$d"
+        genkey "$d/$stem.key"
+        openssl req -new -key "$d/$stem.key" -out "$d/$stem.csr" -subj "$subj"
+        if [ -n "$ext" ]; then
+            printf '%s' "$ext" > "$d/$stem.ext"
+            extargs=(-extfile "$d/$stem.ext")
+        fi
+        openssl x509 -req -in "$d/$stem.csr" -CA "$dir/ca/ca.crt" -CAkey "$dir/ca/ca.key" \
+            -CAcreateserial -out "$d/$stem.crt" -days "$days" -sha256 \
+            "${extargs[@]}" 2>/dev/null
+        rm -f "$d/$stem.csr" "$d/$stem.ext"
+        cp "$dir/ca/ca.crt" "$d/ca.crt"
+    fi
+    chmod 600 "$d/$stem.key"
+    chmod 644 "$d/$stem.crt" "$d/ca.crt"
+}
+
 # certs-mcp-gateway: the client certificate is signed without any extension (X.509 v1)
-g=$dir/gateway
-if [ -f "$g/client.key" ] && [ -f "$g/client.crt" ]; then
-    :
-else
-    mkdir -p "$g"
-    genkey "$g/client.key"
-    openssl req -new -key "$g/client.key" -out "$g/client.csr" \
-        -subj "/CN=mcp-gateway-client/O=MCPGateway/OU=Gateway"
-    openssl x509 -req -in "$g/client.csr" -CA "$dir/ca/ca.crt" -CAkey "$dir/ca/ca.key" \
-        -CAcreateserial -out "$g/client.crt" -days "$days" -sha256 2>/dev/null
-    rm "$g/client.csr"
-    cp "$dir/ca/ca.crt" "$g/ca.crt"
-fi
-chmod 600 "$g/client.key"
-chmod 644 "$g/client.crt" "$g/ca.crt"
+leaf "$dir/gateway" client "/CN=mcp-gateway-client/O=MCPGateway/OU=Gateway"
 
 # certs-mcp-plugin PLUGIN_NAME=name, once per plugin
 for name in "$@"; do
-    p=$dir/plugins/$name
-    if [ -f "$p/server.key" ] && [ -f "$p/server.crt" ]; then
-        :
-    else
-        mkdir -p "$p"
-        genkey "$p/server.key"
-        openssl req -new -key "$p/server.key" -out "$p/server.csr" \
-            -subj "/CN=mcp-plugin-$name/O=MCPGateway/OU=Plugins"
-        openssl x509 -req -in "$p/server.csr" -CA "$dir/ca/ca.crt" -CAkey "$dir/ca/ca.key" \
-            -CAcreateserial -out "$p/server.crt" -days "$days" -sha256 \
-            -extfile <(printf 'subjectAltName=DNS:%s,DNS:mcp-plugin-%s,DNS:localhost' "$name" "$name") \
-            2>/dev/null
-        rm "$p/server.csr"
-        cp "$dir/ca/ca.crt" "$p/ca.crt"
-    fi
-    chmod 600 "$p/server.key"
-    chmod 644 "$p/server.crt" "$p/ca.crt"
+    leaf "$dir/plugins/$name" server "/CN=mcp-plugin-$name/O=MCPGateway/OU=Plugins" \
+        "subjectAltName=DNS:$name,DNS:mcp-plugin-$name,DNS:localhost"
 done

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.mcpgateway.mtls.plugins.module_utils import _gateway, _inventory
+from ansible_collections.mcpgateway.mtls.plugins.module_utils import _gateway, _inventory, _verify
 
 
 def _wrap(func):
@@ -27,8 +27,10 @@ class FilterModule:
             "inventory_plugins": _wrap(_inventory.inventory_plugins),
             "pki_leaves": _wrap(_inventory.pki_leaves),
             "pki_tree": _wrap(_inventory.pki_tree),
-            "tls_file_expectations": _wrap(_inventory.tls_file_expectations),
-            "probe_check": _wrap(_inventory.probe_check),
+            "tls_file_expectations": _wrap(_verify.tls_file_expectations),
+            "probe_check": _wrap(_verify.probe_check),
+            "probe_summary": _wrap(_verify.probe_summary),
+            "port_conflicts": _wrap(_inventory.port_conflicts),
             "gateway_plugins": _wrap(_gateway.gateway_plugins),
             "gateway_client_config": _wrap(_gateway.gateway_client_config),
         }

@@ -158,36 +158,20 @@ def pki_tree(plugin_dirs, pki_dir):
     return tree
 
 
-def tls_file_expectations(items, base_dir, owner, kind):
-    """Expected owner/mode of deployed TLS files.
+def port_conflicts(plugins, health_offset=1000):
+    """For each plugin of one host, the other plugins whose mTLS or health port collides with its own.
 
-    kind 'server': items are plugin names, files in BASE/NAME/tls/server.{key,crt} and ca.crt;
-    kind 'client': items are gateway config dirs, files in DIR/tls/client.{key,crt} and ca.crt.
-    Keys must be owned by the service user and 0600; certificates 0644 (any owner).
+    Each plugin uses PORT (mTLS) and PORT + health_offset (plain-HTTP health). Returns
+    {name: [names it collides with]} for every plugin; an empty list means no collision.
     """
-    out = []
-    for item in items or []:
-        if kind == "server":
-            folder, stem = f"{base_dir.rstrip('/')}/{item}/tls", "server"
-        elif kind == "client":
-            folder, stem = f"{str(item).rstrip('/')}/tls", "client"
-        else:
-            raise PlanError(f"tls_file_expectations: kind must be 'server' or 'client', got {kind!r}")
-        out += [
-            {"path": f"{folder}/{stem}.key", "owner": owner, "mode": "0600"},
-            {"path": f"{folder}/{stem}.crt", "owner": None, "mode": "0644"},
-            {"path": f"{folder}/ca.crt", "owner": None, "mode": "0644"},
-        ]
+    used = {}
+    for plugin in plugins or []:
+        port = int(plugin["port"])
+        for number in (port, port + health_offset):
+            used.setdefault(number, []).append(plugin["name"])
+    out = {}
+    for plugin in plugins or []:
+        port = int(plugin["port"])
+        others = {n for number in (port, port + health_offset) for n in used[number] if n != plugin["name"]}
+        out[plugin["name"]] = sorted(others)
     return out
-
-
-def probe_check(line):
-    """One JSON line of the gateway's mTLS probe -> one verify check result."""
-    if not isinstance(line, dict) or "name" not in line:
-        raise PlanError(f"probe_check: expected a probe result with a 'name', got {line!r}")
-    ok = line.get("ok") is True and line.get("tls_version") in ("TLSv1.2", "TLSv1.3")
-    seen = "ok, %s, %s ms, server cert sha256 %s" % (line.get("tls_version"), line.get("latency_ms"),
-                                                     str(line.get("server_cert_sha256"))[:16]) if ok else \
-        "failed at %s: %s" % (line.get("stage"), line.get("error"))
-    return {"check": "gateway_probe_mtls_call", "target": line["name"], "ok": ok,
-            "expected": "cpex's client with the deployed config completes an mTLS call (TLS 1.2+)", "seen": seen}

@@ -69,7 +69,20 @@ def test_plugin_tls_files_modes_and_owners(plugin_host):
         assert (key.user, key.mode) == ("mcp-plugin", 0o600)
         for crt in ("server.crt", "ca.crt"):
             assert h.file(f"/etc/mcp-plugins/{name}/tls/{crt}").mode == 0o644
-    assert h.run("grep -rl 'PRIVATE KEY' /etc /opt /var/lib /root 2>/dev/null | grep -c ca.key").stdout.strip() in ("", "0")
+
+
+@pytest.mark.parametrize("name", [GATEWAY, *sorted(PLUGIN_HOSTS)])
+def test_no_ca_private_key_on_any_host(name):
+    """Every PEM private key on the host is compared by public key with the CA's: none may be the CA key."""
+    h = host(name)
+    ca_pub = subprocess.run(["openssl", "x509", "-in", str(PKI / "ca/ca.crt"), "-noout", "-pubkey"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    found = h.run("grep -rlsI -e '-----BEGIN .*PRIVATE KEY-----' /etc /opt /srv /var/lib /root /home /tmp /usr/local")
+    keys = found.stdout.split()
+    assert keys, "no private key found at all: the search itself is broken"
+    for path in keys:
+        pub = h.run(f"openssl pkey -in {path} -pubout -passin pass:")
+        assert pub.stdout.strip() != ca_pub, f"{name}: {path} holds the CA private key"
 
 
 def test_gateway_files_service_and_probe():

@@ -111,25 +111,18 @@ def test_pki_leaves_needs_a_dir():
         inv.pki_leaves([], "")
 
 
-def test_pki_tree_and_expectations():
+def test_pki_tree():
     tree = inv.pki_tree(["/p/plugins/B/", "/p/plugins/A"], "/p")
     assert [t["name"] for t in tree] == ["ca", "gateway", "A", "B"]
     assert tree[2] == {"name": "A", "cert_path": "/p/plugins/A/server.crt", "key_path": "/p/plugins/A/server.key"}
-    files = inv.tls_file_expectations(["A"], "/etc/mcp-plugins", "svc", "server")
-    assert files[0] == {"path": "/etc/mcp-plugins/A/tls/server.key", "owner": "svc", "mode": "0600"}
-    assert [f["mode"] for f in files] == ["0600", "0644", "0644"]
-    gw = inv.tls_file_expectations(["/etc/mcpgateway"], "", "gw", "client")
-    assert gw[0]["path"] == "/etc/mcpgateway/tls/client.key"
-    with pytest.raises(inv.PlanError):
-        inv.tls_file_expectations(["A"], "/x", "u", "other")
 
 
-def test_probe_check():
-    good = inv.probe_check({"name": "A", "ok": True, "tls_version": "TLSv1.3", "latency_ms": 12, "server_cert_sha256": "ab" * 32})
-    assert good["ok"] and good["target"] == "A" and "TLSv1.3" in good["seen"]
-    old_tls = inv.probe_check({"name": "A", "ok": True, "tls_version": "TLSv1.1"})
-    assert not old_tls["ok"]
-    bad = inv.probe_check({"name": "B", "ok": False, "stage": "tls", "error": "certificate required"})
-    assert not bad["ok"] and "failed at tls: certificate required" == bad["seen"]
-    with pytest.raises(inv.PlanError):
-        inv.probe_check("garbage")
+@pytest.mark.parametrize("plugins, expected", [
+    ([{"name": "A", "port": 8000}, {"name": "B", "port": 8001}], {"A": [], "B": []}),
+    ([{"name": "A", "port": 8000}, {"name": "B", "port": 8000}], {"A": ["B"], "B": ["A"]}),
+    ([{"name": "A", "port": 8000}, {"name": "B", "port": 9000}], {"A": ["B"], "B": ["A"]}),  # A's health port
+    ([{"name": "A", "port": "8000"}, {"name": "B", "port": 7000}, {"name": "C", "port": 8000}],
+     {"A": ["B", "C"], "B": ["A", "C"], "C": ["A", "B"]}),
+])
+def test_port_conflicts(plugins, expected):
+    assert inv.port_conflicts(plugins) == expected

@@ -1,0 +1,54 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# This module_util is private to mcpgateway.mtls: it may change without notice.
+"""What the deployed hosts must look like, and how probe results read (pure functions, shared by the
+gateway and verify roles)."""
+
+from __future__ import annotations
+
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._inventory import PlanError
+
+
+def tls_file_expectations(items, base_dir, owner, kind):
+    """Expected owner/mode of deployed TLS files.
+
+    kind 'server': items are plugin names, files in BASE/NAME/tls/server.{key,crt} and ca.crt;
+    kind 'client': items are gateway config dirs, files in DIR/tls/client.{key,crt} and ca.crt.
+    Keys must be owned by the service user and 0600; certificates 0644 (any owner).
+    """
+    out = []
+    for item in items or []:
+        if kind == "server":
+            folder, stem = f"{base_dir.rstrip('/')}/{item}/tls", "server"
+        elif kind == "client":
+            folder, stem = f"{str(item).rstrip('/')}/tls", "client"
+        else:
+            raise PlanError(f"tls_file_expectations: kind must be 'server' or 'client', got {kind!r}")
+        out += [
+            {"path": f"{folder}/{stem}.key", "owner": owner, "mode": "0600"},
+            {"path": f"{folder}/{stem}.crt", "owner": None, "mode": "0644"},
+            {"path": f"{folder}/ca.crt", "owner": None, "mode": "0644"},
+        ]
+    return out
+
+
+def probe_summary(line):
+    """One JSON line of the gateway's mTLS probe -> one human line (also for config errors without a name)."""
+    if not isinstance(line, dict):
+        raise PlanError(f"probe_summary: expected a parsed probe line, got {line!r}")
+    where = ("%s %s" % (line.get("name") or "config", line.get("url") or "")).strip()
+    if line.get("ok") is True:
+        return "%s: ok, %s, %s ms, hook %s, server cert sha256 %s" % (
+            where, line.get("tls_version"), line.get("latency_ms"), line.get("hook") or "none",
+            str(line.get("server_cert_sha256") or "")[:16])
+    return "%s: failed at %s: %s" % (where, line.get("stage"), line.get("error"))
+
+
+def probe_check(line):
+    """One JSON line of the gateway's mTLS probe -> one verify check result."""
+    if not isinstance(line, dict) or "name" not in line:
+        raise PlanError(f"probe_check: expected a probe result with a 'name', got {line!r}")
+    modern = line.get("tls_version") in ("TLSv1.2", "TLSv1.3")
+    ok = line.get("ok") is True and modern
+    seen = probe_summary(line) + ("" if modern or line.get("ok") is not True else " (below TLS 1.2)")
+    return {"check": "gateway_probe_mtls_call", "target": line["name"], "ok": ok,
+            "expected": "cpex's client with the deployed config completes an mTLS call (TLS 1.2+)", "seen": seen}
