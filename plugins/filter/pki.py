@@ -30,6 +30,7 @@ class FilterModule:
             "tls_file_expectations": _wrap(_verify.tls_file_expectations),
             "probe_check": _wrap(_verify.probe_check),
             "probe_summary": _wrap(_verify.probe_summary),
+            "gate_problems": _wrap(_verify.gate_problems),
             "port_conflicts": _wrap(_inventory.port_conflicts),
             "gateway_plugins": _wrap(_gateway.gateway_plugins),
             "gateway_client_config": _wrap(_gateway.gateway_client_config),

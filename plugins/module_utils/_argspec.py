@@ -37,6 +37,7 @@ def signer_argument_spec():
         "ca_cert": {"type": "path", "required": True},
         "ca_key": {"type": "path", "required": True},
         "ca_passphrase": {"type": "str", "no_log": True},
+        "ca_trust": {"type": "list", "elements": "path", "default": []},
     }
 
 

@@ -217,6 +217,8 @@ class SigningCA:
         self.cert_pem = cert_pem
         self.key = key
         self.warnings = []
+        # What the CA copies beside the leaves hold: this CA, then any further trusted CA (a CA rotation).
+        self.bundle_pem = cert_pem
 
 
 def _read(path, what):
@@ -269,6 +271,7 @@ class PendingCA:
         self.cert = None
         self.cert_pem = None
         self.key = None
+        self.bundle_pem = None
         self.warnings = ["CA %s does not exist yet: reporting what would be issued once it does (check mode)"
                          % cert_path]
 
@@ -356,7 +359,7 @@ def plan_leaf(spec, ca, now=None):
         plan.key = key
         plan.reuse_key = True
     if spec.ca_copy_path:
-        plan.ca_copy_needed = ca.cert_pem is None or _read(spec.ca_copy_path, "CA copy") != ca.cert_pem
+        plan.ca_copy_needed = ca.bundle_pem is None or _read(spec.ca_copy_path, "CA copy") != ca.bundle_pem
     return plan
 
 
@@ -464,9 +467,35 @@ def _leaf_result(plan, ca, now, check_mode):
     return result, diff
 
 
+def trust_bundle(ca, extra_paths, now):
+    """The CA copies' content: the signing CA's PEM, then each further trusted CA certificate, checked."""
+    parts = [ca.cert_pem.strip() + b"\n"]
+    seen = {X.fingerprint_sha256(ca.cert)}
+    for index, path in enumerate(extra_paths or []):
+        path = _path(path, "ca_trust[%d]" % index)
+        data = _read(path, "trusted CA certificate")
+        if data is None:
+            raise PKIError("ca_trust[%d]: %s does not exist" % (index, path))
+        try:
+            cert = X.load_certificate(data)
+        except PKIError as exc:
+            raise PKIError("ca_trust[%d]: %s is unreadable: %s" % (index, path, exc)) from None
+        if not X.is_ca(cert):
+            raise PKIError("ca_trust[%d]: %s is not a CA certificate" % (index, path))
+        if cert.not_valid_after_utc <= now:
+            raise PKIError("ca_trust[%d]: %s expired on %s" % (index, path, X.iso(cert.not_valid_after_utc)))
+        fingerprint = X.fingerprint_sha256(cert)
+        if fingerprint not in seen:
+            seen.add(fingerprint)
+            parts.append(X.dump_certificate(cert).strip() + b"\n")
+    return b"".join(parts)
+
+
 def ensure_certificates(specs, ca_cert, ca_key, ca_passphrase=None, check_mode=False, workers=None,
-                        lock_timeout=300, now=None):
+                        lock_timeout=300, now=None, ca_trust=None):
     """Ensure many leaves under one lock: load the CA once, decide, then issue in parallel.
+
+    CA_TRUST: further CA certificate paths the CA copies hold after the signing CA (a CA rotation).
 
     Returns {'changed', 'certificates': [per-leaf result], 'diff': {'before', 'after'}, 'warnings'}.
     """
@@ -485,6 +514,8 @@ def ensure_certificates(specs, ca_cert, ca_key, ca_passphrase=None, check_mode=F
             ca = PendingCA(ca_cert_path, ca_key_path)
         else:
             ca = load_signing_ca(ca_cert_path, ca_key_path, ca_passphrase, now)
+            if ca_trust:
+                ca.bundle_pem = trust_bundle(ca, ca_trust, now)
         plans = [plan_leaf(spec, ca, now) for spec in specs]
         for plan in plans:
             plan.key_rewrite = plan.reissue and (not plan.reuse_key or "key is not passphrase-protected" in plan.reasons)
@@ -505,7 +536,7 @@ def ensure_certificates(specs, ca_cert, ca_key, ca_passphrase=None, check_mode=F
                 spec = plan.spec
                 if plan.ca_copy_needed and spec.ca_copy_path not in done:
                     _io.ensure_dir(os.path.dirname(spec.ca_copy_path), CERT_DIR_MODE, spec.uid, spec.gid)
-                    backup = _io.write_file(spec.ca_copy_path, ca.cert_pem, spec.cert_mode, spec.uid, spec.gid,
+                    backup = _io.write_file(spec.ca_copy_path, ca.bundle_pem, spec.cert_mode, spec.uid, spec.gid,
                                             backup=spec.backup)
                     if backup:
                         plan.backup_files.append(backup)

@@ -52,3 +52,43 @@ def probe_check(line):
     seen = probe_summary(line) + ("" if modern or line.get("ok") is not True else " (below TLS 1.2)")
     return {"check": "gateway_probe_mtls_call", "target": line["name"], "ok": ok,
             "expected": "cpex's client with the deployed config completes an mTLS call (TLS 1.2+)", "seen": seen}
+
+
+def _hex(fingerprint):
+    return str(fingerprint or "").replace(":", "").lower()
+
+
+def gate_problems(lines, names, expected, stale=(), stderr=""):
+    """What stops a rollout gate on one plugin host; empty = the gate passes.
+
+    LINES: parsed probe lines; NAMES: the host's plugins; EXPECTED: certificate_info results of the
+    controller's server certificates (same order as NAMES); STALE: instances not running with the
+    deployed files. Each plugin must answer over mTLS (TLS 1.2+), be served exactly the controller's
+    certificate, and run with the deployed files.
+    """
+    names = list(names or [])
+    expected = list(expected or [])
+    if len(expected) != len(names):
+        raise PlanError("gate_problems: %d plugin names but %d expected certificates" % (len(names), len(expected)))
+    by_name = {line.get("name"): line for line in lines or [] if isinstance(line, dict)}
+    problems = []
+    for name, info in zip(names, expected):
+        line = by_name.get(name)
+        if name in (stale or []):
+            problems.append("%s does not run with the deployed files (restart mcp-plugin@%s)" % (name, name))
+        if line is None:
+            detail = " ".join(str(stderr or "").split())[:300]
+            problems.append("%s: no answer from the probe%s" % (name, (": " + detail) if detail else ""))
+            continue
+        if line.get("ok") is not True:
+            problems.append(probe_summary(line))
+            continue
+        if line.get("tls_version") not in ("TLSv1.2", "TLSv1.3"):
+            problems.append("%s: answered with %s, below TLS 1.2" % (name, line.get("tls_version")))
+        want, have = _hex((info or {}).get("fingerprint_sha256")), _hex(line.get("server_cert_sha256"))
+        if not want:
+            problems.append("%s: the controller has no readable certificate for it (%s)" % (
+                name, (info or {}).get("error") or (info or {}).get("status")))
+        elif have != want:
+            problems.append("%s serves the certificate sha256 %s, but the controller's is %s" % (name, have[:16], want[:16]))
+    return problems

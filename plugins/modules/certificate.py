@@ -231,7 +231,8 @@ def main():
     try:
         specs = validate_leaves([item], label="certificate")
         outcome = ensure_certificates(specs, params["ca_cert"], params["ca_key"], params["ca_passphrase"],
-                                      check_mode=module.check_mode, workers=1, lock_timeout=params["lock_timeout"])
+                                      check_mode=module.check_mode, workers=1, lock_timeout=params["lock_timeout"],
+                                      ca_trust=params["ca_trust"])
     except PKIError as exc:
         module.fail_json(msg=str(exc))
     for warning in outcome["warnings"]:

@@ -327,7 +327,7 @@ def main():
         specs = validate_leaves(params["certificates"], defaults)
         outcome = ensure_certificates(specs, params["ca_cert"], params["ca_key"], params["ca_passphrase"],
                                       check_mode=module.check_mode, workers=params["workers"],
-                                      lock_timeout=params["lock_timeout"])
+                                      lock_timeout=params["lock_timeout"], ca_trust=params["ca_trust"])
     except PKIError as exc:
         module.fail_json(msg=str(exc))
     for warning in outcome["warnings"]:

@@ -25,21 +25,56 @@ Exit status: 0 all plugins ok, 1 at least one failed, 2 configuration or usage e
 Run it with the Python of a venv that has ``cpex`` (the gateway's venv, or a
 small probe venv), as the gateway's service user: then a success also proves
 that this user can read the deployed key.
+
+Loop mode, ``--loop SECONDS``: watch the plugins during a certificate rotation
+or a rolling restart of the plugin servers. Each selected plugin gets its own
+asyncio task that owns ONE long-lived cpex external plugin client (like the
+gateway) and calls a real hook every --interval seconds (all plugins at once).
+A call fails when the hook raises or exceeds --timeout; the client is then
+shut down and created anew before the next call, as a gateway restart would
+(a failed re-creation is a failed call too). The client TLS files named in the
+plugin's TLS settings (certfile, keyfile, ca_bundle) are hashed every second:
+when they change the client is re-created (``reloads``), as the restarted
+gateway would load them. While the changed files do not yet form a usable SSL
+context (key and certificate are copied one after the other) the running client
+is kept, for at most --reload-grace seconds. Every --fingerprint-every seconds
+a TLS handshake in a thread records the server certificate's sha256.
+The loop ends after SECONDS, on SIGTERM/SIGINT (a second signal cancels calls
+in flight) or when --stop-file appears, then prints ONE JSON line (also written
+atomically to --summary FILE):
+  {"loop": true, "ok", "duration_s", "interval_s", "stopped_by", "started_at", "user",
+   "plugins": {NAME: {"url", "hook", "calls", "ok", "failed", "longest_gap_s",
+                      "max_latency_ms", "p50_latency_ms", "p95_latency_ms",
+                      "failures": [{"t", "error"}] (first 20), "failures_omitted",
+                      "fingerprints": [{"sha256", "first_seen_s", "last_seen_s"}],
+                      "fingerprint_errors", "last_fingerprint_error",
+                      "reconnects", "reloads", "client_reconnects", "error"}},
+   "total": {"calls", "ok", "failed", "longest_gap_s"}}
+``longest_gap_s`` is the longest time without a successful call, counting from
+the start to the first success and from the last success to the end;
+``reconnects`` counts clients re-created after failures, ``client_reconnects``
+the reconnections cpex made by itself inside a hook call; times are seconds
+since the start. Exit status: 0 no failed call, 1 at least one, 2 configuration
+or usage error (then the JSON line has "error").
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import getpass
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import socket
 import ssl
+import signal
 import sys
+import tempfile
 import time
 from datetime import timezone
 from urllib.parse import urlparse
@@ -49,6 +84,11 @@ DEFAULT_ENV_FILE = "/etc/mcpgateway/env"
 # Hooks the probe can call with a payload that no plugin should act upon.
 KNOWN_HOOKS = ("tool_pre_invoke", "tool_post_invoke")
 PROBE_TOOL = "mcp-mtls-probe"
+# Loop mode
+TLS_FILE_LABELS = ("certfile", "keyfile", "ca_bundle")
+FILE_CHECK_EVERY = 1.0  # seconds between two hashings of the client TLS files
+STOP_POLL = 0.1  # longest sleep before the stop conditions are looked at again
+MAX_FAILURES = 20  # failures listed per plugin (the others are only counted)
 MISDIRECTED = (
     "mTLS works, but the plugin server answers 421 Misdirected Request for Host %s:%d: the MCP server's "
     "DNS-rebinding protection (on when it binds to a loopback address) accepts only localhost/127.0.0.1; "
@@ -80,7 +120,46 @@ def parse_args(argv):
         "--check-config", action="store_true", help="only load and validate the config with cpex (no connection); usable as validate:"
     )
     parser.add_argument("--verbose", action="store_true", help="show cpex/mcp log output on stderr")
-    return parser.parse_args(argv)
+    loop = parser.add_argument_group(
+        "loop mode", "watch the plugins during a certificate rotation: one JSON summary line at the end, exit 1 if any call failed"
+    )
+    loop.add_argument(
+        "--loop", type=float, default=None, metavar="SECONDS", help="call a hook of each plugin for SECONDS over one long-lived client per plugin"
+    )
+    loop.add_argument("--interval", type=float, default=0.2, metavar="SECONDS", help="seconds between two calls per plugin (default: %(default)s)")
+    loop.add_argument(
+        "--fingerprint-every",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between two TLS handshakes recording the server certificate, 0 = never (default: %(default)s)",
+    )
+    loop.add_argument(
+        "--reload-grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="keep the running client at most this long while changed TLS files do not load yet (default: %(default)s)",
+    )
+    loop.add_argument("--stop-file", default=None, metavar="PATH", help="end the loop as soon as PATH exists (must not exist at start)")
+    loop.add_argument("--summary", default=None, metavar="FILE", help="also write the JSON summary to FILE (atomically)")
+    args = parser.parse_args(argv)
+    if args.loop is None:
+        for option, value in (("--stop-file", args.stop_file), ("--summary", args.summary)):
+            if value is not None:
+                parser.error("%s needs --loop" % option)
+    else:
+        if not args.loop > 0:
+            parser.error("--loop needs a positive number of seconds")
+        if not args.interval > 0:
+            parser.error("--interval needs a positive number of seconds")
+        if args.fingerprint_every < 0 or args.reload_grace < 0:
+            parser.error("--fingerprint-every and --reload-grace cannot be negative")
+        if args.no_hook or args.check_config:
+            parser.error("--loop calls a hook: it cannot be combined with --no-hook or --check-config")
+        if not args.timeout > 0:
+            parser.error("--timeout needs a positive number of seconds")
+    return args
 
 
 def load_env_file(path):
@@ -229,12 +308,30 @@ def hook_call(hook_names):
     return None, None
 
 
+def resolve_target(plugin_config):
+    """(error, url, host, port, tls_config) of an external plugin; error is None when it can be probed over mTLS."""
+    from cpex.framework.models import MCPClientTLSConfig  # pylint: disable=import-outside-toplevel
+
+    url = plugin_config.mcp.url if plugin_config.mcp else None
+    if not plugin_config.mcp or not url:
+        return "not an MCP external plugin with a url (only STREAMABLEHTTP/SSE over HTTPS can be probed)", url, None, None, None
+    parsed = urlparse(url)
+    if parsed.scheme != "https":
+        return "plugin url is not https: the connection would not use TLS", url, None, None, None
+    tls_config = plugin_config.mcp.tls or MCPClientTLSConfig.from_env()
+    if tls_config is None:
+        return "no client TLS settings (neither mcp.tls nor PLUGINS_CLIENT_MTLS_*)", url, None, None, None
+    if not tls_config.certfile:
+        return "no client certificate configured: this would not be mutual TLS", url, None, None, tls_config
+    return None, url, parsed.hostname, parsed.port or 443, tls_config
+
+
 async def probe_plugin(plugin_config, args):
     from cpex.framework.errors import PluginError  # pylint: disable=import-outside-toplevel
     from cpex.framework.external.mcp.client import ExternalPlugin  # pylint: disable=import-outside-toplevel
-    from cpex.framework.models import GlobalContext, MCPClientTLSConfig, PluginContext  # pylint: disable=import-outside-toplevel
+    from cpex.framework.models import GlobalContext, PluginContext  # pylint: disable=import-outside-toplevel
 
-    url = plugin_config.mcp.url if plugin_config.mcp else None
+    error, url, host, port, tls_config = resolve_target(plugin_config)
     result = result_template(plugin_config.name, url)
     start = time.perf_counter()
 
@@ -245,23 +342,14 @@ async def probe_plugin(plugin_config, args):
         result["latency_ms"] = round((time.perf_counter() - start) * 1000.0, 1)
         return result
 
-    if not plugin_config.mcp or not url:
-        return finish("config", "not an MCP external plugin with a url (only STREAMABLEHTTP/SSE over HTTPS can be probed)")
-    parsed = urlparse(url)
-    if parsed.scheme != "https":
-        return finish("config", "plugin url is not https: the connection would not use TLS")
-    tls_config = plugin_config.mcp.tls or MCPClientTLSConfig.from_env()
-    if tls_config is None:
-        return finish("config", "no client TLS settings (neither mcp.tls nor PLUGINS_CLIENT_MTLS_*)")
-    if not tls_config.certfile:
-        return finish("config", "no client certificate configured: this would not be mutual TLS")
+    if error:
+        return finish("config", error)
 
     error = check_files(tls_config)
     if error:
         return finish("files", error)
 
-    port = parsed.port or 443
-    error, details = await asyncio.to_thread(tls_check, parsed.hostname, port, tls_config, plugin_config.name, args.timeout)
+    error, details = await asyncio.to_thread(tls_check, host, port, tls_config, plugin_config.name, args.timeout)
     result.update(details)
     if error:
         return finish("tls", error)
@@ -302,6 +390,574 @@ async def probe_all(plugins, args):
     return results
 
 
+# --------------------------------------------------------------------------------------------------
+# Loop mode (--loop). Statistics, stop conditions, file watching and the driver are plain Python, fed
+# with LoopTarget objects; only CpexLoopClient, server_fingerprint, tls_files_problem and
+# build_targets touch cpex.
+
+
+class FatalLoopError(Exception):
+    """The plugin cannot be watched at all (no hook the probe can call): its loop ends."""
+
+
+class StrayCancel(Exception):
+    """A CancelledError this probe did not ask for (see guarded())."""
+
+
+def percentile(values, pct):
+    """Nearest-rank percentile of a list of numbers (None when empty)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = int(math.ceil(pct / 100.0 * len(ordered)))
+    return ordered[min(max(rank, 1), len(ordered)) - 1]
+
+
+def to_ms(seconds):
+    return None if seconds is None else round(seconds * 1000.0, 1)
+
+
+class LoopStats:
+    """Availability of one plugin during a loop; times are read from the loop's clock, in seconds."""
+
+    def __init__(self, start, url=None):
+        self.start = start
+        self.end = None
+        self.url = url
+        self.hook = None
+        self.error = None
+        self.calls = 0
+        self.ok = 0
+        self.failed = 0
+        self.reconnects = 0
+        self.reloads = 0
+        self.client_reconnects = 0
+        self.latencies = []
+        self.failures = []
+        self.failures_omitted = 0
+        self.fingerprints = []
+        self.fingerprint_errors = 0
+        self.last_fingerprint_error = None
+        self._last_ok = start
+        self._longest_gap = 0.0
+
+    def since_start(self, now):
+        return round(now - self.start, 3)
+
+    def success(self, now, latency_s):
+        self.calls += 1
+        self.ok += 1
+        self.latencies.append(latency_s)
+        self._longest_gap = max(self._longest_gap, now - self._last_ok)
+        self._last_ok = now
+
+    def failure(self, now, error):
+        self.calls += 1
+        self.failed += 1
+        if len(self.failures) < MAX_FAILURES:
+            self.failures.append({"t": self.since_start(now), "error": error})
+        else:
+            self.failures_omitted += 1
+
+    def fingerprint(self, now, sha256):
+        """Record a server certificate: each distinct one once, in the order first seen."""
+        for entry in self.fingerprints:
+            if entry["sha256"] == sha256:
+                entry["last_seen_s"] = self.since_start(now)
+                return
+        self.fingerprints.append({"sha256": sha256, "first_seen_s": self.since_start(now), "last_seen_s": self.since_start(now)})
+
+    def fingerprint_failed(self, error):
+        self.fingerprint_errors += 1
+        self.last_fingerprint_error = error
+
+    def longest_gap(self, end):
+        """Longest time without a successful call, start -> first success and last success -> end included."""
+        return max(self._longest_gap, end - self._last_ok)
+
+    def as_dict(self, end=None):
+        end = self.end if self.end is not None else end
+        return {
+            "url": self.url,
+            "hook": self.hook,
+            "error": self.error,
+            "calls": self.calls,
+            "ok": self.ok,
+            "failed": self.failed,
+            "longest_gap_s": round(self.longest_gap(end), 3),
+            "max_latency_ms": to_ms(max(self.latencies) if self.latencies else None),
+            "p50_latency_ms": to_ms(percentile(self.latencies, 50)),
+            "p95_latency_ms": to_ms(percentile(self.latencies, 95)),
+            "failures": list(self.failures),
+            "failures_omitted": self.failures_omitted,
+            "fingerprints": [dict(entry) for entry in self.fingerprints],
+            "fingerprint_errors": self.fingerprint_errors,
+            "last_fingerprint_error": self.last_fingerprint_error,
+            "reconnects": self.reconnects,
+            "reloads": self.reloads,
+            "client_reconnects": self.client_reconnects,
+        }
+
+
+class LoopStop:
+    """The loop's end: the deadline, the stop file appearing, or request() (signals); the first reason wins."""
+
+    def __init__(self, deadline, stop_file=None, clock=time.monotonic, exists=os.path.lexists):
+        self.deadline = deadline
+        self.stop_file = stop_file
+        self.clock = clock
+        self.exists = exists
+        self.reason = None
+        self.forced = False
+
+    def request(self, reason):
+        if self.reason is None:
+            self.reason = reason
+
+    def check(self):
+        """The reason to stop, or None to go on."""
+        if self.reason is None:
+            if self.clock() >= self.deadline:
+                self.reason = "duration"
+            elif self.stop_file and self.exists(self.stop_file):
+                self.reason = "stop-file"
+        return self.reason
+
+
+def tls_file_paths(tls_config):
+    """label -> path of the client TLS files a (re)started gateway would load."""
+    return {label: getattr(tls_config, label) for label in TLS_FILE_LABELS if getattr(tls_config, label, None)}
+
+
+def file_hashes(paths):
+    """label -> sha256 of the file (or why it cannot be read): a change means the files were rotated."""
+    hashes = {}
+    for label in sorted(paths):
+        try:
+            with open(paths[label], "rb") as handle:
+                hashes[label] = hashlib.sha256(handle.read()).hexdigest()
+        except OSError as exc:
+            hashes[label] = "unreadable: %s" % (exc.strerror or exc)
+    return hashes
+
+
+def describe_error(exc, timeout):
+    """One line for a failed call: cpex's message, a time-out, or the exception's type and text."""
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        text = "timed out after %g s" % timeout
+    else:
+        message = getattr(getattr(exc, "error", None), "message", None)
+        text = str(message) if message else "%s: %s" % (type(exc).__name__, exc)
+    return " ".join(text.split())[:500]
+
+
+def root_exception(exc):
+    """The first real exception inside (nested) exception groups, skipping cancellations."""
+    while getattr(exc, "exceptions", None):
+        inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)] or list(exc.exceptions)
+        exc = inner[0]
+    return exc
+
+
+def describe_failure(exc, cause, timeout):
+    """describe_error(exc), or, when the MCP client cancelled the call, the error its shutdown revealed."""
+    if isinstance(exc, StrayCancel) and cause is not None and not isinstance(cause, StrayCancel):
+        return " ".join(("connection broke: %s" % describe_error(root_exception(cause), timeout)).split())[:500]
+    return describe_error(exc, timeout)
+
+
+class LoopTarget:  # pylint: disable=too-few-public-methods
+    """What the loop needs of one plugin.
+
+    new_client(on_reconnect) returns an object with async start(), call(), close() and a ``hook`` attribute;
+    hashes() the TLS file hashes; files_ready() None or why the TLS files do not load (yet);
+    fingerprint() a coroutine returning the server certificate's sha256 (or None: no sampling).
+    """
+
+    def __init__(self, name, new_client, url=None, hashes=None, files_ready=None, fingerprint=None):
+        self.name = name
+        self.new_client = new_client
+        self.url = url
+        self.hashes = hashes or dict
+        self.files_ready = files_ready or (lambda: None)
+        self.fingerprint = fingerprint
+
+
+async def guarded(awaitable, stop):
+    """Await; turn a CancelledError that is not a forced stop into StrayCancel.
+
+    When a connection breaks, cpex reconnects inside invoke_hook and awaits the new session outside the
+    anyio task group that its exit stack entered in this task: the group then cancels this task. That is a
+    failed call, not a stop: the cancellation requests are withdrawn and the client is shut down (which
+    leaves the cancelled scope)."""
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        if stop.forced:
+            raise
+        task = asyncio.current_task()
+        if task is not None and hasattr(task, "uncancel"):
+            while task.cancelling():
+                task.uncancel()
+        raise StrayCancel("cancelled inside the MCP client (its connection broke)") from None
+
+
+async def close_quietly(client, stop):
+    """Shut the client down; returns the exception it ended with (a broken connection's cause) or None."""
+    try:
+        return await guarded(client.close(), stop)
+    except Exception as exc:  # pylint: disable=broad-except
+        return exc
+
+
+async def sleep_until(when, stop, clock, sleep):
+    """Sleep until the clock reads ``when``, in short steps so that a stop is noticed quickly."""
+    while stop.check() is None:
+        left = when - clock()
+        if left <= 0:
+            return
+        try:
+            await guarded(sleep(min(left, STOP_POLL)), stop)
+        except StrayCancel:
+            continue
+
+
+def next_tick(previous, interval, clock):
+    """The next call time on the interval grid; when late, right now (no burst of catch-up calls)."""
+    return max(previous + interval, clock())
+
+
+async def watch_plugin(target, stats, stop, opts, clock, sleep):  # pylint: disable=too-many-branches,too-many-statements
+    """Own one client of the plugin: create it, call the hook every interval, re-create it after a
+    failure or when the TLS files change. Creation, calls and shutdown all run in this task."""
+    client = None
+    client_hashes = None
+    after_failure = False
+    pending_since = None
+    next_call = clock()
+    next_file_check = next_call + FILE_CHECK_EVERY
+
+    def on_reconnect():
+        stats.client_reconnects += 1
+
+    try:
+        while stop.check() is None:
+            now = clock()
+            if client is not None and now >= next_file_check:
+                next_file_check = now + FILE_CHECK_EVERY
+                if target.hashes() != client_hashes:
+                    if pending_since is None:
+                        pending_since = now
+                    # Key and certificate are copied one after the other: until they match (or the grace
+                    # period is over), keep the running client, as the gateway runs until its restart.
+                    if target.files_ready() is None or now - pending_since >= opts.reload_grace:
+                        doomed, client = client, None
+                        await close_quietly(doomed, stop)
+                        stats.reloads += 1
+                else:
+                    pending_since = None
+            if client is None:
+                client_hashes = target.hashes()
+                pending_since = None
+                candidate = target.new_client(on_reconnect)
+                try:
+                    await guarded(candidate.start(), stop)
+                except FatalLoopError as exc:
+                    stats.failure(clock(), str(exc))
+                    stats.error = str(exc)
+                    await close_quietly(candidate, stop)
+                    break
+                except Exception as exc:  # pylint: disable=broad-except
+                    failed_at = clock()
+                    cause = await close_quietly(candidate, stop)
+                    stats.failure(failed_at, describe_failure(exc, cause, opts.timeout))
+                    after_failure = True
+                else:
+                    client = candidate
+                    stats.hook = getattr(client, "hook", None)
+                    if after_failure:
+                        stats.reconnects += 1
+                    after_failure = False
+                    next_file_check = clock() + FILE_CHECK_EVERY
+            if client is not None:
+                started = clock()
+                try:
+                    await guarded(client.call(), stop)
+                except Exception as exc:  # pylint: disable=broad-except
+                    failed_at = clock()
+                    doomed, client = client, None
+                    cause = await close_quietly(doomed, stop)
+                    stats.failure(failed_at, describe_failure(exc, cause, opts.timeout))
+                    after_failure = True
+                else:
+                    done = clock()
+                    stats.success(done, done - started)
+            next_call = next_tick(next_call, opts.interval, clock)
+            await sleep_until(next_call, stop, clock, sleep)
+    except asyncio.CancelledError:
+        # A second signal (stop.forced): the call in flight is abandoned (and not counted).
+        task = asyncio.current_task()
+        if task is not None and hasattr(task, "uncancel"):
+            task.uncancel()
+    except Exception as exc:  # pylint: disable=broad-except
+        stats.error = "probe error: %s" % describe_error(exc, opts.timeout)
+    finally:
+        if client is not None:
+            await close_quietly(client, stop)
+        stats.end = clock()
+
+
+async def sample_fingerprints(target, stats, stop, opts, clock, sleep):
+    """Record the server certificate every --fingerprint-every seconds (never touches the MCP client)."""
+    next_sample = clock()
+    while stop.check() is None:
+        try:
+            sha256 = await target.fingerprint()
+            if not sha256:
+                raise ssl.SSLError("the server sent no certificate")
+        except Exception as exc:  # pylint: disable=broad-except
+            stats.fingerprint_failed(describe_error(exc, opts.timeout))
+        else:
+            stats.fingerprint(clock(), sha256)
+        next_sample = next_tick(next_sample, opts.fingerprint_every, clock)
+        await sleep_until(next_sample, stop, clock, sleep)
+
+
+def install_stop_signals(stop, tasks):
+    """SIGTERM/SIGINT end the loop after the calls in flight; a second one cancels them."""
+    loop = asyncio.get_running_loop()
+    installed = []
+
+    def on_signal(signame):
+        if stop.reason is None:
+            stop.request(signame)
+            return
+        stop.forced = True
+        for task in tasks:
+            task.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(signum, on_signal, signal.Signals(signum).name)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no Unix signals
+            continue
+        installed.append(signum)
+    return installed
+
+
+def loop_summary(stats, start, end, opts, stop, started_at):
+    plugins = {name: entry.as_dict(end) for name, entry in stats.items()}
+    total = {
+        "calls": sum(p["calls"] for p in plugins.values()),
+        "ok": sum(p["ok"] for p in plugins.values()),
+        "failed": sum(p["failed"] for p in plugins.values()),
+        "longest_gap_s": max((p["longest_gap_s"] for p in plugins.values()), default=0.0),
+    }
+    return {
+        "loop": True,
+        "ok": total["failed"] == 0 and not any(p["error"] for p in plugins.values()),
+        "duration_s": round(end - start, 3),
+        "interval_s": opts.interval,
+        "fingerprint_every_s": opts.fingerprint_every,
+        "timeout_s": opts.timeout,
+        "reload_grace_s": opts.reload_grace,
+        "stopped_by": stop.reason,
+        "forced": stop.forced,
+        "started_at": started_at,
+        "user": current_user(),
+        "plugins": plugins,
+        "total": total,
+    }
+
+
+async def run_loop(targets, opts, clock=time.monotonic, sleep=asyncio.sleep, handle_signals=True):
+    """Watch all targets at once until the loop stops; returns the summary."""
+    start = clock()
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    stop = LoopStop(start + opts.loop, opts.stop_file, clock)
+    stats = {target.name: LoopStats(start, target.url) for target in targets}
+    tasks = []
+    for target in targets:
+        entry = stats[target.name]
+        tasks.append(asyncio.create_task(watch_plugin(target, entry, stop, opts, clock, sleep)))
+        if target.fingerprint is not None and opts.fingerprint_every > 0:
+            tasks.append(asyncio.create_task(sample_fingerprints(target, entry, stop, opts, clock, sleep)))
+    installed = install_stop_signals(stop, tasks) if handle_signals else []
+    try:
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        loop = asyncio.get_running_loop()
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+    return loop_summary(stats, start, clock(), opts, stop, started_at)
+
+
+def loop_exit_code(summary):
+    """2: a configuration error (nothing or not everything could be watched), 1: a call failed, 0: none did."""
+    plugins = summary.get("plugins") or {}
+    if summary.get("error") or any(p.get("error") for p in plugins.values()):
+        return 2
+    return 1 if any(p["failed"] for p in plugins.values()) else 0
+
+
+def write_summary(path, text):
+    """Write text to path atomically: a temporary file in the same directory, then os.replace."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % os.path.basename(path), suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def emit_loop(summary, summary_path=None):
+    """Print the summary as ONE JSON line (and write the same line to summary_path); False if that failed."""
+    text = json.dumps(summary, sort_keys=True) + "\n"
+    written = True
+    if summary_path:
+        try:
+            write_summary(summary_path, text)
+        except OSError as exc:
+            written = False
+            message = "cannot write summary %s as user %s: %s" % (summary_path, current_user(), exc.strerror or exc)
+            sys.stderr.write(message + "\n")
+            summary = dict(summary, summary_error=message)
+            text = json.dumps(summary, sort_keys=True) + "\n"
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    return written
+
+
+async def run_with_timeout(awaitable, seconds):
+    """Await with a deadline in the current task (asyncio.wait_for on Python 3.11 would start another task,
+    and the MCP client's task scopes must be entered and left by the task that owns the client)."""
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is None:  # pragma: no cover - Python < 3.11 (cpex needs 3.11)
+        return await asyncio.wait_for(awaitable, seconds)
+    async with timeout(seconds):
+        return await awaitable
+
+
+class CpexLoopClient:
+    """One long-lived cpex ExternalPlugin, created, called and shut down by the task that owns it."""
+
+    def __init__(self, plugin_config, timeout, on_reconnect=None):
+        self.plugin_config = plugin_config
+        self.timeout = timeout
+        self.on_reconnect = on_reconnect
+        self.plugin = None
+        self.hook = None
+        self.calls = 0
+
+    async def start(self):
+        from cpex.framework.external.mcp.client import ExternalPlugin  # pylint: disable=import-outside-toplevel
+
+        self.plugin = ExternalPlugin(self.plugin_config)
+        original = getattr(self.plugin, "_reconnect_session", None)
+        if original is not None and self.on_reconnect is not None:
+            # Count the reconnections cpex makes by itself when a hook call finds its session gone.
+            async def counted_reconnect():
+                self.on_reconnect()
+                return await original()
+
+            self.plugin._reconnect_session = counted_reconnect  # pylint: disable=protected-access
+        await run_with_timeout(self.plugin.initialize(), self.timeout)
+        hook = hook_call(list(self.plugin.config.hooks or []))[0]
+        if hook is None:
+            raise FatalLoopError("the plugin has none of the hooks the probe can call (%s)" % ", ".join(KNOWN_HOOKS))
+        self.hook = hook
+
+    async def call(self):
+        from cpex.framework.models import GlobalContext, PluginContext  # pylint: disable=import-outside-toplevel
+
+        hook, payload = hook_call([self.hook])
+        self.calls += 1
+        context = PluginContext(global_context=GlobalContext(request_id="mcp-mtls-probe-loop-%d" % self.calls))
+        await run_with_timeout(self.plugin.invoke_hook(hook, payload, context), self.timeout)
+
+    async def close(self):
+        """Shut the plugin client down; returns the exception the shutdown raised (or None), never raises it."""
+        plugin, self.plugin = self.plugin, None
+        if plugin is None:
+            return None
+        try:
+            await run_with_timeout(plugin.shutdown(), self.timeout)
+        except Exception as exc:  # pylint: disable=broad-except
+            return exc
+        return None
+
+
+def server_fingerprint(host, port, tls_config, plugin_name, timeout):
+    """sha256 of the server certificate from one TLS handshake with the gateway's SSL context (no request)."""
+    from cpex.framework.external.mcp.tls_utils import create_ssl_context  # pylint: disable=import-outside-toplevel
+
+    context = create_ssl_context(tls_config, plugin_name)
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        with context.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    return hashlib.sha256(der).hexdigest() if der else None
+
+
+def tls_files_problem(tls_config, plugin_name):
+    """None when the client TLS files load into an SSL context (key matching certificate), else why not."""
+    from cpex.framework.external.mcp.tls_utils import create_ssl_context  # pylint: disable=import-outside-toplevel
+
+    try:
+        create_ssl_context(tls_config, plugin_name)
+    except Exception as exc:  # pylint: disable=broad-except
+        return describe_error(exc, 0)
+    return None
+
+
+def build_targets(plugins, args):
+    """(error, targets): the LoopTargets of the selected plugins, or an error naming one that cannot be watched."""
+    targets = []
+    for plugin_config in plugins:
+        name = plugin_config.name
+        error, url, host, port, tls_config = resolve_target(plugin_config)
+        if error:
+            return "plugin %s: %s" % (name, error), None
+        local_hooks = [str(getattr(hook, "value", hook)) for hook in (plugin_config.hooks or [])]
+        if local_hooks and hook_call(local_hooks)[0] is None:
+            return "plugin %s: none of its hooks (%s) is one the probe can call (%s)" % (name, ", ".join(local_hooks), ", ".join(KNOWN_HOOKS)), None
+        targets.append(
+            LoopTarget(
+                name,
+                functools.partial(CpexLoopClient, plugin_config, args.timeout),
+                url=url,
+                hashes=functools.partial(file_hashes, tls_file_paths(tls_config)),
+                files_ready=functools.partial(tls_files_problem, tls_config, name),
+                fingerprint=functools.partial(asyncio.to_thread, server_fingerprint, host, port, tls_config, name, args.timeout),
+            )
+        )
+    return None, targets
+
+
+def run_loop_mode(plugins, args, fail_config):
+    if args.stop_file and os.path.lexists(args.stop_file):
+        return fail_config("stop file %s already exists: remove it before starting the loop" % args.stop_file)
+    if args.summary:
+        directory = os.path.dirname(args.summary)
+        if not os.path.isdir(directory) or not os.access(directory, os.W_OK | os.X_OK):
+            return fail_config("cannot write the summary into %s as user %s" % (directory, current_user()))
+    error, targets = build_targets(plugins, args)
+    if error:
+        return fail_config(error)
+    summary = asyncio.run(run_loop(targets, args))
+    if not emit_loop(summary, args.summary):
+        return 2
+    return loop_exit_code(summary)
+
+
 def emit(obj):
     sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
     sys.stdout.flush()
@@ -315,11 +971,18 @@ def main(argv=None):
         env_file = DEFAULT_ENV_FILE
     if env_file:
         env_file = os.path.abspath(env_file)
+    if args.stop_file:
+        args.stop_file = os.path.abspath(args.stop_file)
+    if args.summary:
+        args.summary = os.path.abspath(args.summary)
     # cpex's settings also read ./.env: run from a directory that has none.
     os.chdir("/")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.CRITICAL, stream=sys.stderr)
 
     def fail_config(message):
+        if args.loop is not None:
+            emit_loop({"loop": True, "ok": False, "error": message, "user": current_user()}, args.summary)
+            return 2
         res = result_template(None, None)
         res["error"] = message
         emit(res)
@@ -356,6 +1019,8 @@ def main(argv=None):
         plugins = [p for p in plugins if p.name in args.plugin]
     if not plugins:
         return fail_config("no kind: external plugins in %s" % config_path)
+    if args.loop is not None:
+        return run_loop_mode(plugins, args, fail_config)
 
     results = asyncio.run(probe_all(plugins, args))
     for res in results:

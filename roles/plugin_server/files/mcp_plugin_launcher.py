@@ -27,6 +27,15 @@ in-process with a few targeted, version-checked patches:
   while the mTLS port keeps ``server_settings.host``.
 * TLS 1.2 is the minimum protocol version on the mTLS port (uvicorn's
   ``ssl_context_factory`` hook).
+* defect 5 (no certificate reload, so a rotation is a restart): when systemd
+  passes the listening socket (socket activation, ``mcp-plugin@NAME.socket``),
+  the mTLS server serves on that socket instead of binding its own.  systemd
+  keeps the socket open while the instance restarts, so connections made
+  during the restart wait in the kernel's backlog instead of being refused.
+  The socket must be a listening TCP socket on ``server_settings.port``.
+  Graceful shutdown is capped (``MCP_PLUGIN_GRACEFUL_TIMEOUT``, default 5 s):
+  cpex's long-lived MCP streams would otherwise hold a stop until systemd
+  kills the process.
 
 Exit codes: 0 normal stop, 2 configuration refused, 3 runtime refused or
 incompatible cpex, 4 the runtime ended without ever serving.
@@ -42,11 +51,12 @@ import inspect
 import logging
 import os
 import re
+import socket
 import ssl
 import sys
 import types
 
-LAUNCHER_VERSION = "1.0.0"
+LAUNCHER_VERSION = "1.1.0"
 RUNTIME_MODULE = "cpex.framework.external.mcp.server.runtime"
 TESTED_CPEX_VERSION = "0.1.4"
 # SHA-256 of inspect.getsource() of the cpex 0.1.4 code the patches depend on.
@@ -62,6 +72,8 @@ CERT_REQUIRED = 2
 HEALTH_PORT_OFFSET = 1000
 KEY_PASSWORD_ENV = "PLUGINS_SERVER_SSL_KEYFILE_PASSWORD"
 CONFIG_ENV = "PLUGINS_CONFIG_PATH"
+GRACEFUL_ENV = "MCP_PLUGIN_GRACEFUL_TIMEOUT"
+SD_LISTEN_FDS_START = 3
 KIND_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 log = logging.getLogger("mcp_plugin_launcher")
@@ -233,6 +245,76 @@ def check_key_material(tls: dict, password: str | None) -> None:
         raise LauncherError(f"cannot load CA bundle {cafile}: {exc.reason or exc}") from exc
 
 
+def activated_fds(env, pid: int) -> list[int]:
+    """File descriptors systemd passed to this process (sd_listen_fds), empty when none.
+
+    Only when LISTEN_PID names this process: a child must not take its parent's sockets.
+    """
+    if env.get("LISTEN_PID", "") != str(pid):
+        return []
+    try:
+        count = int(env.get("LISTEN_FDS", "0"))
+    except ValueError:
+        raise LauncherError(f"LISTEN_FDS={env.get('LISTEN_FDS')!r} is not a number") from None
+    return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + max(count, 0)))
+
+
+def check_listening_socket(sock, host: str, port: int) -> None:
+    """Refuse a passed socket that is not a listening TCP socket on the configured port (and address)."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6) or sock.type != socket.SOCK_STREAM:
+        raise LauncherError(f"the socket passed by systemd is not a TCP stream socket ({sock.family!r}, {sock.type!r})")
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        raise LauncherError("the socket passed by systemd is not listening")
+    address, bound_port = sock.getsockname()[:2]
+    if bound_port != int(port):
+        raise LauncherError(
+            f"the socket passed by systemd listens on port {bound_port}, but server_settings.port is {port}: "
+            "fix ListenStream= of the instance's socket unit (the role renders both from the same port)"
+        )
+    try:
+        wanted = socket.inet_pton(sock.family, host)
+        have = socket.inet_pton(sock.family, address)
+    except OSError:  # host is a name, or of the other family: the port check above is what we can do
+        return
+    if wanted != have:
+        raise LauncherError(
+            f"the socket passed by systemd listens on {address}, but server_settings.host is {host}: "
+            "fix ListenStream= of the instance's socket unit"
+        )
+
+
+def take_activated_socket(host: str, port: int, env=None, pid=None):
+    """The listening socket systemd passed for the mTLS port, checked; None without socket activation."""
+    env = os.environ if env is None else env
+    fds = activated_fds(env, os.getpid() if pid is None else pid)
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        env.pop(name, None)  # never hand them on to a child
+    if not fds:
+        return None
+    if len(fds) != 1:
+        raise LauncherError(f"systemd passed {len(fds)} sockets; the instance's socket unit must have one ListenStream=")
+    sock = socket.socket(fileno=fds[0])
+    try:
+        check_listening_socket(sock, host, port)
+    except LauncherError:
+        sock.detach()  # leave the descriptor to systemd
+        raise
+    sock.set_inheritable(False)
+    return sock
+
+
+def graceful_timeout(env) -> float:
+    """Seconds a stop waits for open connections (cpex's MCP streams never end by themselves)."""
+    value = env.get(GRACEFUL_ENV, "5")
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise LauncherError(f"{GRACEFUL_ENV}={value!r} is not a number of seconds") from None
+    if not 0 <= seconds <= 300:
+        raise LauncherError(f"{GRACEFUL_ENV}={value!r} must be between 0 and 300 seconds")
+    return seconds
+
+
 def source_digest(obj) -> str:
     """SHA-256 of an object's source text."""
     return hashlib.sha256(inspect.getsource(obj).encode("utf-8")).hexdigest()
@@ -294,7 +376,8 @@ def _tls12_factory(config, default_factory):
     return context
 
 
-def install_patches(runtime, health_host: str, key_password: str | None, state: dict) -> None:
+def install_patches(runtime, health_host: str, key_password: str | None, state: dict,
+                    listen_socket=None, stop_timeout: float = 5.0) -> None:
     """Patch the runtime's server class in place (after verify_cpex)."""
     import uvicorn
 
@@ -320,9 +403,11 @@ def install_patches(runtime, health_host: str, key_password: str | None, state: 
         if key_password and not ssl_config.get("ssl_keyfile_password"):
             ssl_config["ssl_keyfile_password"] = key_password
         ssl_config["ssl_context_factory"] = _tls12_factory
+        ssl_config["timeout_graceful_shutdown"] = stop_timeout
         log.info(
-            "launcher %s: mTLS on %s:%s (client certificate required, TLS >= 1.2), health on %s:%s",
+            "launcher %s: mTLS on %s:%s (client certificate required, TLS >= 1.2%s), health on %s:%s",
             LAUNCHER_VERSION, self.server_config.host, self.server_config.port,
+            ", socket from systemd" if listen_socket is not None else "",
             health_host, health_port(self.server_config.port),
         )
         return ssl_config
@@ -344,6 +429,26 @@ def install_patches(runtime, health_host: str, key_password: str | None, state: 
     server_cls._get_ssl_config = _get_ssl_config
     server_cls._start_health_check_server = _start_health_check_server
     server_cls.run_streamable_http_async = run_streamable_http_async
+    if listen_socket is not None:
+        runtime.uvicorn = _activated_uvicorn(uvicorn, listen_socket)
+
+
+def _activated_uvicorn(uvicorn, listen_socket):
+    """The runtime's view of uvicorn: its mTLS server serves on the socket systemd passed.
+
+    cpex builds the mTLS server and the health server with ``uvicorn.Server(config).serve()``;
+    only the one on the passed socket's port gets it (uvicorn's documented ``sockets=`` path).
+    """
+    port = listen_socket.getsockname()[1]
+
+    class ActivatedServer(uvicorn.Server):
+        async def serve(self, sockets=None):
+            if sockets is None and self.config.port == port:
+                log.info("serving mTLS on the socket passed by systemd (%s:%s)", *listen_socket.getsockname()[:2])
+                sockets = [listen_socket]
+            return await super().serve(sockets=sockets)
+
+    return types.SimpleNamespace(Config=uvicorn.Config, Server=ActivatedServer)
 
 
 # --------------------------------------------------------------------------
@@ -400,7 +505,7 @@ def main(argv=None) -> int:
             raise LauncherError(f"no plugin config: set {CONFIG_ENV} or pass --config")
         config_path = os.path.abspath(args.config)
         key_password = os.environ.get(KEY_PASSWORD_ENV) or None
-        preflight(config_path, key_password, check_files=not args.no_file_checks)
+        preflight_data = preflight(config_path, key_password, check_files=not args.no_file_checks)
 
         # Before cpex reads its (cached) settings: defects 3 and 4.
         if os.environ.get("PLUGINS_TRANSPORT", "http").lower() != "http":
@@ -419,7 +524,9 @@ def main(argv=None) -> int:
             print(f"{config_path}: ok (cpex {_cpex_version()}, launcher {LAUNCHER_VERSION})")
             return 0
         state = {"serving": False}
-        install_patches(runtime, args.health_host, key_password, state)
+        settings = preflight_data["server_settings"]
+        listen_socket = take_activated_socket(settings["host"], settings["port"])
+        install_patches(runtime, args.health_host, key_password, state, listen_socket, graceful_timeout(os.environ))
         asyncio.run(runtime.run())
         if not state["serving"]:
             log.error("the cpex runtime ended without serving (plugin initialization failed?)")

@@ -209,3 +209,77 @@ def test_main_without_config_fails(launcher, monkeypatch):
 
 def test_main_with_missing_config_fails(launcher, tmp_path):
     assert launcher.main(["--config", str(tmp_path / "nope.yaml")]) == 2
+
+
+# ---------------------------------------------------------------- socket activation (defect 5)
+
+@pytest.fixture()
+def listener():
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    yield sock
+    sock.close()
+
+
+def test_activated_fds_only_for_this_process(launcher):
+    assert launcher.activated_fds({"LISTEN_PID": "42", "LISTEN_FDS": "1"}, 42) == [3]
+    assert launcher.activated_fds({"LISTEN_PID": "42", "LISTEN_FDS": "2"}, 42) == [3, 4]
+    assert launcher.activated_fds({"LISTEN_PID": "41", "LISTEN_FDS": "1"}, 42) == []
+    assert launcher.activated_fds({}, 42) == []
+    with pytest.raises(launcher.LauncherError, match="LISTEN_FDS"):
+        launcher.activated_fds({"LISTEN_PID": "42", "LISTEN_FDS": "x"}, 42)
+
+
+def test_take_activated_socket_without_activation_clears_env(launcher):
+    env = {"LISTEN_PID": "1", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "x", "OTHER": "kept"}
+    assert launcher.take_activated_socket("0.0.0.0", 8000, env=env, pid=2) is None
+    assert env == {"OTHER": "kept"}
+
+
+def test_take_activated_socket_refuses_two_sockets(launcher):
+    with pytest.raises(launcher.LauncherError, match="2 sockets"):
+        launcher.take_activated_socket("0.0.0.0", 8000, env={"LISTEN_PID": "7", "LISTEN_FDS": "2"}, pid=7)
+
+
+def test_listening_socket_on_the_configured_port_passes(launcher, listener):
+    port = listener.getsockname()[1]
+    launcher.check_listening_socket(listener, "127.0.0.1", port)
+    launcher.check_listening_socket(listener, "mcp-plugin-x.example", port)  # a name: only the port is checked
+
+
+@pytest.mark.parametrize("host, delta, needle", [
+    ("127.0.0.1", 1, "listens on port"),
+    ("10.1.2.3", 0, "server_settings.host is 10.1.2.3"),
+])
+def test_listening_socket_mismatch_is_refused(launcher, listener, host, delta, needle):
+    port = listener.getsockname()[1]
+    with pytest.raises(launcher.LauncherError, match=needle):
+        launcher.check_listening_socket(listener, host, port + delta)
+
+
+def test_socket_not_listening_or_not_tcp_is_refused(launcher):
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as idle:
+        idle.bind(("127.0.0.1", 0))
+        with pytest.raises(launcher.LauncherError, match="not listening"):
+            launcher.check_listening_socket(idle, "127.0.0.1", idle.getsockname()[1])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        with pytest.raises(launcher.LauncherError, match="not a TCP stream"):
+            launcher.check_listening_socket(udp, "127.0.0.1", udp.getsockname()[1])
+
+
+@pytest.mark.parametrize("value, expected", [(None, 5.0), ("0", 0.0), ("2.5", 2.5), ("300", 300.0)])
+def test_graceful_timeout(launcher, value, expected):
+    env = {} if value is None else {launcher.GRACEFUL_ENV: value}
+    assert launcher.graceful_timeout(env) == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "301", "soon"])
+def test_graceful_timeout_rejects(launcher, value):
+    with pytest.raises(launcher.LauncherError, match=launcher.GRACEFUL_ENV):
+        launcher.graceful_timeout({launcher.GRACEFUL_ENV: value})
