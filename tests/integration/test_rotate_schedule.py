@@ -8,18 +8,36 @@ systemd mode needs systemd as PID 1: tests/unit/roles/test_rotate_schedule_units
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import PLAYBOOKS, REPO, run_playbook
+
+def _helpers():
+    """tests/integration/conftest.py, also when one pytest session collects tests/unit too: both
+    folders' conftest.py are module `conftest`, and the unit one may be the one imported."""
+    here = Path(__file__).resolve().with_name("conftest.py")
+    loaded = sys.modules.get("conftest")
+    if loaded is not None and Path(loaded.__file__).resolve() == here:
+        return loaded
+    spec = importlib.util.spec_from_file_location("_integration_conftest", here)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+_conftest = _helpers()
+PLAYBOOKS, REPO, run_playbook = _conftest.PLAYBOOKS, _conftest.REPO, _conftest.run_playbook
 
 SCHEDULE = REPO / "playbooks" / "schedule_rotation.yml"
 CHECK = REPO / "playbooks" / "check.yml"
@@ -154,7 +172,9 @@ def test_wrapper_runs_the_playbook_records_it_and_the_role_is_idempotent_then_re
     again = install(base, inventory)
     assert again.rc == 0 and again.changed() == 0, again.out
 
-    gone = install(base, inventory, rotate_schedule_state="absent")
+    # state absent needs no inventory
+    settings = {k: v for k, v in role_vars(base, inventory).items() if k != "rotate_schedule_inventory"}
+    gone = run_playbook(SCHEDULE, {**settings, "rotate_schedule_state": "absent"})
     assert gone.rc == 0 and gone.changed() == 2, gone.out  # cron file, wrapper
     assert not (base / "cron.d/mcp-mtls-rotate").exists() and not script.exists()
     assert run_logs(base) == [log] and last_run(base) == rec  # the logs stay
@@ -178,7 +198,7 @@ def test_failed_run_is_recorded_and_status_exits_nonzero(base, inventory):
     assert status.returncode == 1 and json.loads(status.stdout) == rec and "FAILED" in status.stderr
 
     # keep_logs=2: a third run removes the oldest log.
-    for _ in range(2):
+    for _run in range(2):
         time.sleep(1.1)  # log names have a one-second resolution
         assert wrapper(base, "--now").returncode == 2
     logs = run_logs(base)
@@ -238,6 +258,19 @@ def test_timeout_kills_the_run_and_records_a_failure(base, inventory):
     assert last_run(base)["status"] == "failed" and last_run(base)["rc"] == 124
     # timeout(1) killed the whole process group: no ansible-playbook, no `sleep 120` left
     assert subprocess.run(["pgrep", "-f", f"^sleep 120$|{slow}"], check=False).returncode == 1
+
+
+def test_default_playbook_is_the_collections_rotate_yml(base, inventory):
+    """Without rotate_schedule_playbook the job runs playbooks/rotate.yml (found through the collection
+    path, so it resolves the collection's roles) and passes its syntax check. Not run: it rotates."""
+    settings = role_vars(base, inventory)
+    del settings["rotate_schedule_playbook"]
+    res = run_playbook(SCHEDULE, settings)
+    assert res.rc == 0, res.out
+    [line] = [x for x in (base / "sbin/mcp-mtls-rotate").read_text().splitlines() if x.startswith("readonly PLAYBOOK=")]
+    playbook = Path(line.split("=", 1)[1])
+    assert playbook.parts[-5:] == ("ansible_collections", "mcpgateway", "mtls", "playbooks", "rotate.yml"), line
+    assert playbook.samefile(REPO / "playbooks" / "rotate.yml")
 
 
 @pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="systemd runs this machine: auto would pick systemd")

@@ -30,19 +30,23 @@ Loop mode, ``--loop SECONDS``: watch the plugins during a certificate rotation
 or a rolling restart of the plugin servers. Each selected plugin gets its own
 asyncio task that owns ONE long-lived cpex external plugin client (like the
 gateway) and calls a real hook every --interval seconds (all plugins at once).
-A call fails when the hook raises or exceeds --timeout; the client is then
-shut down and created anew before the next call, as a gateway restart would
-(a failed re-creation is a failed call too). The client TLS files named in the
-plugin's TLS settings (certfile, keyfile, ca_bundle) are hashed every second:
-when they change the client is re-created (``reloads``), as the restarted
-gateway would load them. While the changed files do not yet form a usable SSL
-context (key and certificate are copied one after the other) the running client
-is kept, for at most --reload-grace seconds. Every --fingerprint-every seconds
-a TLS handshake in a thread records the server certificate's sha256.
-The loop ends after SECONDS, on SIGTERM/SIGINT (a second signal cancels calls
-in flight) or when --stop-file appears, then prints ONE JSON line (also written
-atomically to --summary FILE):
-  {"loop": true, "ok", "duration_s", "interval_s", "stopped_by", "started_at", "user",
+A call fails when the hook raises or exceeds --timeout (also when the MCP
+client's task group cancels it after its connection broke: the cause is taken
+from the client's shutdown); the client is then shut down and created anew
+before the next call, as a gateway restart would (a failed re-creation is a
+failed call too). The client TLS files named in the plugin's TLS settings
+(certfile, keyfile, ca_bundle) are hashed every second: when they change the
+client is re-created (``reloads``), as the restarted gateway would load them.
+While the changed files do not yet form a usable SSL context (key and
+certificate are copied one after the other) the running client is kept, for at
+most --reload-grace seconds. Every --fingerprint-every seconds a TLS handshake
+in a daemon thread records the server certificate's sha256.
+The loop ends after SECONDS, on SIGTERM/SIGINT, or when --stop-file appears
+(calls in flight are answered first); a second signal abandons them, and each
+abandoned call counts as failed. Then the probe prints ONE JSON line (also
+written atomically to --summary FILE):
+  {"loop": true, "ok", "duration_s", "interval_s", "fingerprint_every_s", "timeout_s", "reload_grace_s",
+   "stopped_by" (duration, stop-file, SIGTERM, SIGINT), "forced", "started_at", "user",
    "plugins": {NAME: {"url", "hook", "calls", "ok", "failed", "longest_gap_s",
                       "max_latency_ms", "p50_latency_ms", "p95_latency_ms",
                       "failures": [{"t", "error"}] (first 20), "failures_omitted",
@@ -55,7 +59,8 @@ the start to the first success and from the last success to the end;
 ``reconnects`` counts clients re-created after failures, ``client_reconnects``
 the reconnections cpex made by itself inside a hook call; times are seconds
 since the start. Exit status: 0 no failed call, 1 at least one, 2 configuration
-or usage error (then the JSON line has "error").
+or usage error (then the JSON line, or the plugin that could not be watched, has
+"error"; argparse usage errors go to stderr only).
 """
 
 from __future__ import annotations
@@ -75,6 +80,7 @@ import ssl
 import signal
 import sys
 import tempfile
+import threading
 import time
 from datetime import timezone
 from urllib.parse import urlparse
@@ -627,84 +633,122 @@ def next_tick(previous, interval, clock):
     return max(previous + interval, clock())
 
 
-async def watch_plugin(target, stats, stop, opts, clock, sleep):  # pylint: disable=too-many-branches,too-many-statements
-    """Own one client of the plugin: create it, call the hook every interval, re-create it after a
-    failure or when the TLS files change. Creation, calls and shutdown all run in this task."""
-    client = None
-    client_hashes = None
-    after_failure = False
-    pending_since = None
-    next_call = clock()
-    next_file_check = next_call + FILE_CHECK_EVERY
+class PluginWatcher:  # pylint: disable=too-many-instance-attributes
+    """Owns one client of a plugin: creates it, calls the hook every interval, re-creates it after a
+    failure or when the TLS files change. Creation, calls and shutdown all run in the task of run()."""
 
-    def on_reconnect():
-        stats.client_reconnects += 1
+    def __init__(self, target, stats, stop, opts, clock, sleep):  # pylint: disable=too-many-arguments,too-many-positional-arguments
+        self.target = target
+        self.stats = stats
+        self.stop = stop
+        self.opts = opts
+        self.clock = clock
+        self.sleep = sleep
+        self.client = None
+        self.client_hashes = None
+        self.after_failure = False
+        self.pending_since = None
+        self.in_flight_since = None
+        self.next_file_check = None
 
-    try:
-        while stop.check() is None:
-            now = clock()
-            if client is not None and now >= next_file_check:
-                next_file_check = now + FILE_CHECK_EVERY
-                if target.hashes() != client_hashes:
-                    if pending_since is None:
-                        pending_since = now
-                    # Key and certificate are copied one after the other: until they match (or the grace
-                    # period is over), keep the running client, as the gateway runs until its restart.
-                    if target.files_ready() is None or now - pending_since >= opts.reload_grace:
-                        doomed, client = client, None
-                        await close_quietly(doomed, stop)
-                        stats.reloads += 1
-                else:
-                    pending_since = None
-            if client is None:
-                client_hashes = target.hashes()
-                pending_since = None
-                candidate = target.new_client(on_reconnect)
-                try:
-                    await guarded(candidate.start(), stop)
-                except FatalLoopError as exc:
-                    stats.failure(clock(), str(exc))
-                    stats.error = str(exc)
-                    await close_quietly(candidate, stop)
+    def on_reconnect(self):
+        self.stats.client_reconnects += 1
+
+    async def drop(self, exc=None, failed_at=None):
+        """Shut the client down; with exc, record the failed call (its cause comes out of the shutdown)."""
+        doomed, self.client = self.client, None
+        cause = None
+        try:
+            if doomed is not None:
+                cause = await close_quietly(doomed, self.stop)
+        finally:  # recorded even when a forced stop interrupts the shutdown
+            if exc is not None:
+                self.stats.failure(failed_at, describe_failure(exc, cause, self.opts.timeout))
+                self.after_failure = True
+
+    async def reload_if_rotated(self):
+        """Re-create the client when the TLS files changed, as the restarted gateway would load them."""
+        now = self.clock()
+        if self.client is None or now < self.next_file_check:
+            return
+        self.next_file_check = now + FILE_CHECK_EVERY
+        if self.target.hashes() == self.client_hashes:
+            self.pending_since = None
+            return
+        if self.pending_since is None:
+            self.pending_since = now
+        # Key and certificate are copied one after the other: until they load together (or the grace
+        # period is over) keep the running client, as the gateway runs on until it is restarted.
+        if self.target.files_ready() is None or now - self.pending_since >= self.opts.reload_grace:
+            await self.drop()
+            self.stats.reloads += 1
+
+    async def create(self):
+        """A new client; False (and the failure recorded) when it cannot start."""
+        self.client_hashes = self.target.hashes()
+        self.pending_since = None
+        candidate = self.target.new_client(self.on_reconnect)
+        self.in_flight_since = self.clock()
+        try:
+            await guarded(candidate.start(), self.stop)
+        except FatalLoopError as exc:
+            self.in_flight_since = None
+            self.stats.failure(self.clock(), str(exc))
+            self.stats.error = str(exc)
+            await close_quietly(candidate, self.stop)
+            return False
+        except Exception as exc:  # pylint: disable=broad-except
+            self.in_flight_since = None
+            self.client = candidate
+            await self.drop(exc, self.clock())
+            return False
+        self.in_flight_since = None  # not in a finally: a forced stop must still see the call in flight
+        self.client = candidate
+        self.stats.hook = getattr(candidate, "hook", None)
+        if self.after_failure:
+            self.stats.reconnects += 1
+        self.after_failure = False
+        self.next_file_check = self.clock() + FILE_CHECK_EVERY
+        return True
+
+    async def call(self):
+        started = self.in_flight_since = self.clock()
+        try:
+            await guarded(self.client.call(), self.stop)
+        except Exception as exc:  # pylint: disable=broad-except
+            self.in_flight_since = None
+            await self.drop(exc, self.clock())
+        else:
+            self.in_flight_since = None
+            done = self.clock()
+            self.stats.success(done, done - started)
+
+    async def run(self):
+        next_call = self.clock()
+        self.next_file_check = next_call + FILE_CHECK_EVERY
+        try:
+            while self.stop.check() is None:
+                await self.reload_if_rotated()
+                if self.client is None and not await self.create() and self.stats.error:
                     break
-                except Exception as exc:  # pylint: disable=broad-except
-                    failed_at = clock()
-                    cause = await close_quietly(candidate, stop)
-                    stats.failure(failed_at, describe_failure(exc, cause, opts.timeout))
-                    after_failure = True
-                else:
-                    client = candidate
-                    stats.hook = getattr(client, "hook", None)
-                    if after_failure:
-                        stats.reconnects += 1
-                    after_failure = False
-                    next_file_check = clock() + FILE_CHECK_EVERY
-            if client is not None:
-                started = clock()
-                try:
-                    await guarded(client.call(), stop)
-                except Exception as exc:  # pylint: disable=broad-except
-                    failed_at = clock()
-                    doomed, client = client, None
-                    cause = await close_quietly(doomed, stop)
-                    stats.failure(failed_at, describe_failure(exc, cause, opts.timeout))
-                    after_failure = True
-                else:
-                    done = clock()
-                    stats.success(done, done - started)
-            next_call = next_tick(next_call, opts.interval, clock)
-            await sleep_until(next_call, stop, clock, sleep)
-    except asyncio.CancelledError:
-        # A second signal (stop.forced): the call in flight is abandoned (and not counted).
-        task = asyncio.current_task()
-        if task is not None and hasattr(task, "uncancel"):
-            task.uncancel()
-    except Exception as exc:  # pylint: disable=broad-except
-        stats.error = "probe error: %s" % describe_error(exc, opts.timeout)
-    finally:
-        if client is not None:
-            await close_quietly(client, stop)
-        stats.end = clock()
+                if self.client is not None:
+                    await self.call()
+                next_call = next_tick(next_call, self.opts.interval, self.clock)
+                await sleep_until(next_call, self.stop, self.clock, self.sleep)
+        except asyncio.CancelledError:
+            # A second signal (stop.forced): the call in flight is abandoned; it never answered, so it failed.
+            task = asyncio.current_task()
+            if task is not None and hasattr(task, "uncancel"):
+                task.uncancel()
+            if self.in_flight_since is not None:
+                waited = self.clock() - self.in_flight_since
+                self.stats.failure(self.clock(), "abandoned after %.1f s: the loop was forced to stop while waiting for the answer" % waited)
+        except Exception as exc:  # pylint: disable=broad-except
+            self.stats.error = "probe error: %s" % describe_error(exc, self.opts.timeout)
+        finally:
+            if self.client is not None:
+                await self.drop()
+            self.stats.end = self.clock()
 
 
 async def sample_fingerprints(target, stats, stop, opts, clock, sleep):
@@ -776,15 +820,19 @@ async def run_loop(targets, opts, clock=time.monotonic, sleep=asyncio.sleep, han
     started_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     stop = LoopStop(start + opts.loop, opts.stop_file, clock)
     stats = {target.name: LoopStats(start, target.url) for target in targets}
-    tasks = []
+    watchers, samplers = [], []
     for target in targets:
         entry = stats[target.name]
-        tasks.append(asyncio.create_task(watch_plugin(target, entry, stop, opts, clock, sleep)))
+        watchers.append(asyncio.create_task(PluginWatcher(target, entry, stop, opts, clock, sleep).run()))
         if target.fingerprint is not None and opts.fingerprint_every > 0:
-            tasks.append(asyncio.create_task(sample_fingerprints(target, entry, stop, opts, clock, sleep)))
-    installed = install_stop_signals(stop, tasks) if handle_signals else []
+            samplers.append(asyncio.create_task(sample_fingerprints(target, entry, stop, opts, clock, sleep)))
+    installed = install_stop_signals(stop, watchers + samplers) if handle_signals else []
     try:
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*watchers, return_exceptions=True)
+        stop.request("no plugin left to watch")  # when every watcher ended on an error before the stop
+        for task in samplers:  # a handshake in flight is not worth waiting for
+            task.cancel()
+        await asyncio.gather(*samplers, return_exceptions=True)
     finally:
         loop = asyncio.get_running_loop()
         for signum in installed:
@@ -896,6 +944,36 @@ class CpexLoopClient:
         return None
 
 
+def in_thread(function, *args):
+    """Run a blocking function in a daemon thread; returns an awaitable of its result.
+
+    Unlike asyncio.to_thread, a handshake hanging on a silent server never holds the exit
+    (asyncio.run waits for the default executor's threads)."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+
+    def deliver(result, error):
+        if future.done():
+            return
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+    def work():
+        try:
+            result, error = function(*args), None
+        except Exception as exc:  # pylint: disable=broad-except
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(deliver, result, error)
+        except RuntimeError:  # the loop is closed: nobody waits for it any more
+            pass
+
+    threading.Thread(target=work, name="mcp-mtls-probe-fingerprint", daemon=True).start()
+    return future
+
+
 def server_fingerprint(host, port, tls_config, plugin_name, timeout):
     """sha256 of the server certificate from one TLS handshake with the gateway's SSL context (no request)."""
     from cpex.framework.external.mcp.tls_utils import create_ssl_context  # pylint: disable=import-outside-toplevel
@@ -936,7 +1014,7 @@ def build_targets(plugins, args):
                 url=url,
                 hashes=functools.partial(file_hashes, tls_file_paths(tls_config)),
                 files_ready=functools.partial(tls_files_problem, tls_config, name),
-                fingerprint=functools.partial(asyncio.to_thread, server_fingerprint, host, port, tls_config, name, args.timeout),
+                fingerprint=functools.partial(in_thread, server_fingerprint, host, port, tls_config, name, args.timeout),
             )
         )
     return None, targets

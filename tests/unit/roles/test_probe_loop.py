@@ -12,6 +12,8 @@ import importlib.util
 import json
 import os
 import pathlib
+import signal
+import threading
 import types
 
 import pytest
@@ -67,13 +69,15 @@ class VirtualClock:
 class FakeClient:
     """Answers after `latency` seconds; fails calls for which fail_when(now, n) is true."""
 
-    def __init__(self, clock, log, latency=0.01, fail_when=None, start_error=None, on_call=None):
+    def __init__(self, clock, log, latency=0.01, fail_when=None, start_error=None, on_call=None, fail_with=None, close_result=None):
         self.clock = clock
         self.log = log
         self.latency = latency
         self.fail_when = fail_when or (lambda now, n: False)
+        self.fail_with = fail_with or (lambda: RuntimeError("connection reset"))
         self.start_error = start_error
         self.on_call = on_call
+        self.close_result = close_result
         self.hook = "tool_pre_invoke"
         self.calls = 0
         self.closed = False
@@ -92,10 +96,11 @@ class FakeClient:
         if self.on_call:
             self.on_call(self)
         if self.fail_when(self.clock(), self.calls):
-            raise RuntimeError("connection reset")
+            raise self.fail_with()
 
     async def close(self):
         self.closed = True
+        return self.close_result
 
 
 class Factory:
@@ -482,3 +487,133 @@ def test_cli_usage_errors(probe, argv, capsys):
         probe.parse_args(argv)
     assert info.value.code == 2
     assert capsys.readouterr().out == ""  # stdout stays for the JSON line
+
+
+# ---------------------------------------------------------------- cancellations and signals
+
+
+class FakeGroup(Exception):
+    """Like an ExceptionGroup (Python 3.11+) raised by an anyio task group on shutdown."""
+
+    def __init__(self, *exceptions):
+        super().__init__("unhandled errors in a TaskGroup")
+        self.exceptions = exceptions
+
+
+def test_stray_cancellation_is_a_failed_call_with_its_cause(probe):
+    clock = VirtualClock()
+    cause = FakeGroup(asyncio.CancelledError(), FakeGroup(ConnectionError("All connection attempts failed")))
+    factory = Factory(clock, {"fail_when": lambda now, n: n == 2, "fail_with": asyncio.CancelledError, "close_result": cause}, {})
+    summary = run(probe, clock, [probe.LoopTarget("a", factory)], loop=2.0)
+    plugin = summary["plugins"]["a"]
+    assert summary["stopped_by"] == "duration"  # the loop went on after the MCP client cancelled the call
+    assert plugin["failed"] == 1
+    assert plugin["failures"][0]["error"] == "connection broke: ConnectionError: All connection attempts failed"
+    assert len(factory.clients) == 2 and factory.clients[1].calls >= 5
+    assert plugin["reconnects"] == 1
+
+
+def test_stray_cancellation_without_cause(probe):
+    clock = VirtualClock()
+    factory = Factory(clock, {"fail_when": lambda now, n: n == 1, "fail_with": asyncio.CancelledError}, {})
+    summary = run(probe, clock, [probe.LoopTarget("a", factory)], loop=1.0)
+    assert summary["plugins"]["a"]["failures"][0]["error"] == "StrayCancel: cancelled inside the MCP client (its connection broke)"
+
+
+def test_sigterm_stops_after_the_call(probe):
+    clock = VirtualClock()
+
+    def terminate(client):
+        if client.calls == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    factory = Factory(clock, {"on_call": terminate})
+
+    async def loop_then_handlers():
+        summary = await probe.run_loop([probe.LoopTarget("a", factory)], opts(loop=60.0), clock=clock, sleep=clock.sleep)
+        # still inside the event loop (asyncio.run removes handlers itself when it closes the loop)
+        return summary, signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+
+    summary, sigterm, sigint = clock.run(loop_then_handlers())
+    assert summary["stopped_by"] == "SIGTERM" and summary["forced"] is False
+    assert summary["plugins"]["a"]["calls"] in (3, 4) and summary["plugins"]["a"]["failed"] == 0
+    assert sigterm == signal.SIG_DFL and sigint is signal.default_int_handler  # handlers removed after the loop
+
+
+def test_second_signal_abandons_the_call_in_flight(probe):
+    clock = VirtualClock()
+
+    class Hanging(FakeClient):
+        async def call(self):
+            self.calls += 1
+            if self.calls == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+                await self.clock.sleep(1000.0)  # never answers
+            await self.clock.sleep(0.01)
+
+    clients = []
+
+    def new_client(on_reconnect):
+        clients.append(Hanging(clock, clients))
+        return clients[-1]
+
+    summary = clock.run(probe.run_loop([probe.LoopTarget("a", new_client)], opts(loop=60.0), clock=clock, sleep=clock.sleep))
+    plugin = summary["plugins"]["a"]
+    assert summary["stopped_by"] == "SIGINT" and summary["forced"] is True
+    assert summary["duration_s"] < 5.0
+    assert plugin["failed"] == 1 and plugin["failures"][0]["error"].startswith("abandoned after")
+    assert clients[0].closed
+    assert probe.loop_exit_code(summary) == 1
+
+
+def test_samplers_end_when_no_plugin_is_left(probe):
+    clock = VirtualClock()
+    bad = Factory(clock, {"start_error": probe.FatalLoopError("no hook")})
+
+    async def hanging_fingerprint():
+        await clock.sleep(10000.0)
+
+    summary = run(probe, clock, [probe.LoopTarget("a", bad, fingerprint=hanging_fingerprint)], loop=600.0)
+    assert summary["stopped_by"] == "no plugin left to watch"
+    assert summary["duration_s"] < 1.0
+
+
+def test_fingerprint_errors_are_counted(probe):
+    clock = VirtualClock()
+
+    async def refused():
+        await clock.sleep(0.01)
+        raise ConnectionRefusedError("refused")
+
+    summary = run(probe, clock, [probe.LoopTarget("a", Factory(clock), fingerprint=refused)], loop=3.0)
+    plugin = summary["plugins"]["a"]
+    assert plugin["fingerprints"] == []
+    assert plugin["fingerprint_errors"] == 3
+    assert plugin["last_fingerprint_error"] == "ConnectionRefusedError: refused"
+    assert plugin["failed"] == 0  # a failed handshake is not a failed call
+
+
+def test_in_thread_runs_in_a_daemon_thread(probe):
+    seen = {}
+
+    def work(value):
+        seen["daemon"] = threading.current_thread().daemon
+        return value * 2
+
+    def boom():
+        raise ValueError("no")
+
+    async def main():
+        assert await probe.in_thread(work, 21) == 42
+        with pytest.raises(ValueError):
+            await probe.in_thread(boom)
+
+    asyncio.run(main())
+    assert seen["daemon"] is True
+
+
+def test_root_exception(probe):
+    leaf = OSError("refused")
+    assert probe.root_exception(FakeGroup(asyncio.CancelledError(), FakeGroup(leaf))) is leaf
+    assert probe.root_exception(leaf) is leaf

@@ -1,0 +1,248 @@
+"""The templates of role rotate_schedule, rendered with jinja2 and Ansible's own filters from the role's
+defaults and vars, then parsed (units), checked by systemd-analyze (where installed) and bash.
+
+systemd mode cannot run here (no systemd as PID 1); the installed units are exercised on systemd hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import jinja2
+import pytest
+import yaml
+from jinja2.nativetypes import NativeEnvironment
+
+from ansible.plugins.filter.core import FilterModule as CoreFilters
+from ansible.plugins.filter.mathstuff import FilterModule as MathFilters
+from ansible.plugins.test.core import TestModule as CoreTests
+from ansible.plugins.test.files import TestModule as FileTests
+
+ROLE = Path(__file__).resolve().parents[3] / "roles" / "rotate_schedule"
+INVENTORY = "/srv/mcp/inventory/hosts.yml"
+
+
+def _environment(cls):
+    # Ansible renders templates with trim_blocks and keeps the last newline.
+    env = cls(trim_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
+    env.filters.update(CoreFilters().filters())
+    env.filters.update(MathFilters().filters())
+    env.tests.update(CoreTests().tests())
+    env.tests.update(FileTests().tests())
+    return env
+
+
+NATIVE = _environment(NativeEnvironment)
+TEXT = _environment(jinja2.Environment)
+
+
+class LazyVars(dict):
+    """Variables templated on first use, like Ansible's: defaults and vars may refer to each other."""
+
+    def __init__(self, raw):
+        super().__init__(raw)
+        self._resolved = {}
+
+    def __getitem__(self, key):
+        if key not in self._resolved:
+            self._resolved[key] = self._resolve(super().__getitem__(key))
+        return self._resolved[key]
+
+    def _resolve(self, value):
+        if isinstance(value, str) and ("{{" in value or "{%" in value):
+            tmpl = NATIVE.from_string(value)
+            return NATIVE.concat(tmpl.root_render_func(tmpl.new_context(self, shared=True)))
+        if isinstance(value, list):
+            return [self._resolve(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self._resolve(v) for k, v in value.items()}
+        return value
+
+
+def role_vars(**override):
+    data = {}
+    for name in ("defaults/main.yml", "vars/main.yml"):
+        data.update(yaml.safe_load((ROLE / name).read_text()))
+    data.update(
+        role_path=str(ROLE),
+        ansible_playbook_python="/opt/ansible/venv/bin/python3",
+        ansible_config_file="/srv/mcp/ansible.cfg",
+        ansible_managed="Ansible managed",
+        rotate_schedule_inventory=INVENTORY,
+        __rotate_schedule_method="systemd",  # what tasks/preflight.yml picks where systemd runs
+    )
+    data.update(override)
+    return LazyVars(data)
+
+
+def render(template, **override):
+    tmpl = TEXT.from_string((ROLE / "templates" / template).read_text())
+    return TEXT.concat(tmpl.root_render_func(tmpl.new_context(role_vars(**override), shared=True)))
+
+
+def parse_unit(text):
+    """{section: {key: [values]}}; refuses what systemd would not read as intended."""
+    sections, current = {}, None
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped[0] in "#;":
+            continue
+        header = re.fullmatch(r"\[([A-Za-z]+)\]", stripped)
+        if header:
+            assert header[1] not in sections, f"line {number}: section [{header[1]}] repeated"
+            current = sections[header[1]] = {}
+            continue
+        assert current is not None, f"line {number} outside a section: {line!r}"
+        key, sep, value = stripped.partition("=")
+        assert sep and re.fullmatch(r"[A-Z][A-Za-z0-9]*", key), f"line {number} is no Key=Value: {line!r}"
+        assert value == value.strip() and value, f"line {number}: empty or padded value: {line!r}"
+        current.setdefault(key, []).append(value)
+    return sections
+
+
+def one(section, key):
+    values = section.get(key, [])
+    assert len(values) == 1, f"{key}: {values}"
+    return values[0]
+
+
+@pytest.fixture
+def units():
+    return {name: render(name + ".j2") for name in ("mcp-mtls-rotate.service", "mcp-mtls-rotate.timer")}
+
+
+def test_every_template_starts_with_ansible_managed(units):
+    for name in ("mcp-mtls-rotate.service", "mcp-mtls-rotate.timer", "mcp-mtls-rotate.cron"):
+        assert render(name + ".j2").startswith("#\n# Ansible managed\n#\n"), name
+    assert render("mcp-mtls-rotate.j2").startswith("#!/bin/bash\n#\n# Ansible managed\n#\n")
+
+
+def test_timer_is_persistent_randomized_and_precise(units):
+    unit = parse_unit(units["mcp-mtls-rotate.timer"])
+    assert set(unit) == {"Unit", "Timer", "Install"}
+    timer = unit["Timer"]
+    assert one(timer, "OnCalendar") == "daily"
+    assert one(timer, "Persistent") == "true"
+    assert one(timer, "RandomizedDelaySec") == "3600"
+    assert one(timer, "AccuracySec") == "1s"
+    assert one(timer, "Unit") == "mcp-mtls-rotate.service"
+    assert one(unit["Install"], "WantedBy") == "timers.target"
+
+
+def test_service_is_a_hardened_oneshot_of_the_wrapper(units):
+    unit = parse_unit(units["mcp-mtls-rotate.service"])
+    assert set(unit) == {"Unit", "Service"}  # no [Install]: only the timer starts it
+    svc = unit["Service"]
+    assert one(svc, "Type") == "oneshot"
+    assert one(svc, "ExecStart") == "/usr/local/sbin/mcp-mtls-rotate --now"  # the timer does the random delay
+    assert one(svc, "SuccessExitStatus") == "75"  # skipped because a manual run held the lock
+    assert one(svc, "TimeoutStartSec") == str(3600 + 300)
+    assert one(svc, "ProtectSystem") == "full"  # at most full: strict would make /var and the PKI tree read-only
+    assert one(svc, "PrivateTmp") == "yes"
+    assert one(svc, "ProtectKernelModules") == "yes" and one(svc, "ProtectKernelLogs") == "yes"
+    # The job is ansible-playbook as root: sudo (setuid) and root's ~/.ssh must keep working.
+    for absent in ("NoNewPrivileges", "ProtectHome", "User", "CapabilityBoundingSet", "SystemCallFilter",
+                   "PrivateDevices", "RestrictNamespaces", "ProtectClock"):
+        assert absent not in svc, absent
+    assert svc["ReadWritePaths"] == ["-/var/log/mcp-mtls-rotate", "-/run", "-/srv/mcp/inventory"]
+
+
+def test_service_and_timer_follow_the_settings():
+    timer = parse_unit(render("mcp-mtls-rotate.timer.j2", rotate_schedule_on_calendar="Mon..Fri 02:30",
+                              rotate_schedule_random_delay=0, rotate_schedule_accuracy_sec="1min"))["Timer"]
+    assert (one(timer, "OnCalendar"), one(timer, "RandomizedDelaySec"), one(timer, "AccuracySec")) == \
+        ("Mon..Fri 02:30", "0", "1min")
+    svc = parse_unit(render("mcp-mtls-rotate.service.j2", rotate_schedule_timeout=0, rotate_schedule_wrapper="/opt/r",
+                            rotate_schedule_read_write_paths=["/etc/mcpgateway", "", "/var/log/mcp-mtls-rotate"]))["Service"]
+    assert one(svc, "TimeoutStartSec") == "infinity" and one(svc, "ExecStart") == "/opt/r --now"
+    assert svc["ReadWritePaths"] == ["-/var/log/mcp-mtls-rotate", "-/run", "-/etc/mcpgateway"]
+
+
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+@pytest.mark.skipif(not SYSTEMD_ANALYZE, reason="systemd-analyze is not installed")
+def test_systemd_analyze_accepts_the_units(tmp_path):
+    wrapper = tmp_path / "mcp-mtls-rotate"  # verify wants ExecStart= to be an executable
+    wrapper.write_text("#!/bin/sh\n")
+    wrapper.chmod(0o755)
+    for name in ("mcp-mtls-rotate.service", "mcp-mtls-rotate.timer"):
+        (tmp_path / name).write_text(render(name + ".j2", rotate_schedule_wrapper=str(wrapper)))
+    proc = subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no", str(tmp_path / "mcp-mtls-rotate.timer"),
+                           str(tmp_path / "mcp-mtls-rotate.service")], capture_output=True, text=True, check=False)
+    ours = [line for line in (proc.stdout + proc.stderr).splitlines() if "mcp-mtls-rotate" in line]
+    assert proc.returncode == 0 and not ours, proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(not SYSTEMD_ANALYZE, reason="systemd-analyze is not installed")
+def test_default_schedule_values_are_valid_for_systemd():
+    settings = role_vars()
+    assert subprocess.run([SYSTEMD_ANALYZE, "calendar", settings["rotate_schedule_on_calendar"]],
+                          capture_output=True, check=False).returncode == 0
+    for span in (settings["rotate_schedule_random_delay"], settings["rotate_schedule_accuracy_sec"]):
+        proc = subprocess.run([SYSTEMD_ANALYZE, "timespan", str(span)], capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_cron_entry_has_a_stable_minute_per_inventory():
+    def entry(inventory):
+        lines = render("mcp-mtls-rotate.cron.j2", rotate_schedule_inventory=inventory).splitlines()
+        return [line for line in lines if line and not line.startswith("#")][-1]
+
+    first = entry(INVENTORY)
+    assert re.fullmatch(r"([0-9]|[1-5][0-9]) 0 \* \* \* root /usr/local/sbin/mcp-mtls-rotate --random-delay 3600 >/dev/null",
+                        first), first
+    assert entry(INVENTORY) == first  # deterministic
+    minutes = {entry(f"/srv/site{n}/hosts.yml").split()[0] for n in range(40)}
+    assert len(minutes) > 15  # spread, not all in one minute
+
+
+def test_argument_specs_match_defaults():
+    defaults = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
+    options = yaml.safe_load((ROLE / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+    assert set(defaults) == set(options)
+    for name, spec in options.items():
+        assert spec.get("default") == defaults[name], name
+        assert spec.get("description"), name
+
+
+def test_wrapper_passes_odd_values_through_intact(tmp_path):
+    """Shell quoting of the rendered wrapper: paths with spaces and quotes, arguments with spaces.
+
+    ansible-playbook is replaced here by a recorder of its argv and environment; the integration
+    test runs the wrapper with the real ansible-playbook.
+    """
+    odd = tmp_path / "it's a dir"
+    odd.mkdir()
+    recorder = odd / "ansible-playbook"
+    recorder.write_text('#!/bin/sh\nfor a in "$@"; do printf "ARG<%s>\\n" "$a"; done\n'
+                        'printf "ENV<%s>\\n" "$MCP_NOTE" "$ANSIBLE_CONFIG" "$LC_ALL"\n')
+    recorder.chmod(0o755)
+    script = odd / "mcp-mtls-rotate"
+    script.write_text(render(
+        "mcp-mtls-rotate.j2",
+        rotate_schedule_ansible_playbook=str(recorder),
+        rotate_schedule_inventory=str(odd / "inv $x"),
+        rotate_schedule_playbook=str(odd / 'rot"ate.yml'),
+        rotate_schedule_extra_args=["-e", "a=b c", "--limit", "*"],
+        rotate_schedule_environment={"MCP_NOTE": "it's $HOME `x`"},
+        rotate_schedule_log_dir=str(odd / "log"),
+        rotate_schedule_lock_file=str(odd / "lock"),
+    ))
+    script.chmod(0o750)
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    proc = subprocess.run([str(script), "--now"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          env={"PATH": "/usr/bin:/bin"}, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    args = re.findall(r"^ARG<(.*)>$", proc.stdout, re.M)
+    assert args == ["-i", str(odd / "inv $x"), str(odd / 'rot"ate.yml'), "-e", "a=b c", "--limit", "*"]
+    assert re.findall(r"^ENV<(.*)>$", proc.stdout, re.M) == ["it's $HOME `x`", "/srv/mcp/ansible.cfg", "C.UTF-8"]
+    record = json.loads((odd / "log/last-run.json").read_text())
+    assert record["playbook"] == str(odd / 'rot"ate.yml') and record["inventory"] == str(odd / "inv $x")
+    assert stat.S_IMODE(os.stat(odd / "log").st_mode) == 0o750
