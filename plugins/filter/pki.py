@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.mcpgateway.mtls.plugins.module_utils import _gateway, _inventory, _verify
+from ansible_collections.mcpgateway.mtls.plugins.module_utils import _gateway, _inventory, _tlsset, _verify
 
 
 def _wrap(func):
@@ -31,6 +31,9 @@ class FilterModule:
             "probe_check": _wrap(_verify.probe_check),
             "probe_summary": _wrap(_verify.probe_summary),
             "gate_problems": _wrap(_verify.gate_problems),
+            "tls_sets": _wrap(_tlsset.tls_sets),
+            "tls_prune": _wrap(_tlsset.tls_prune),
+            "server_tls_sets": _wrap(_tlsset.server_tls_sets),
             "port_conflicts": _wrap(_inventory.port_conflicts),
             "gateway_plugins": _wrap(_gateway.gateway_plugins),
             "gateway_client_config": _wrap(_gateway.gateway_client_config),

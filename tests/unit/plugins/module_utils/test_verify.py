@@ -38,3 +38,34 @@ def test_probe_summary_names_config_errors_and_successes():
                                        "server cert sha256 " + "cd" * 8)
     with pytest.raises(PlanError):
         inv.probe_summary([])
+
+
+# ---------------------------------------------------------------- rollout gate
+
+FP = "AB:" * 31 + "AB"
+GOOD = {"name": "A", "ok": True, "tls_version": "TLSv1.3", "server_cert_sha256": "ab" * 32}
+
+
+def test_gate_passes_when_served_certificate_is_the_controllers():
+    assert inv.gate_problems([GOOD], ["A"], [{"fingerprint_sha256": FP}]) == []
+
+
+@pytest.mark.parametrize("lines, stale, needle", [
+    ([dict(GOOD, server_cert_sha256="cd" * 32)], [], "serves the certificate sha256 cdcd"),
+    ([dict(GOOD, ok=False, stage="tls", error="unknown ca")], [], "failed at tls: unknown ca"),
+    ([dict(GOOD, tls_version="TLSv1.1")], [], "below TLS 1.2"),
+    ([], [], "A: no answer from the probe: boom"),
+    ([GOOD], ["A"], "does not run with the deployed files"),
+])
+def test_gate_problems_name_the_plugin(lines, stale, needle):
+    problems = inv.gate_problems(lines, ["A"], [{"fingerprint_sha256": FP}], stale, "boom")
+    assert len(problems) == 1 and needle in problems[0] and problems[0].startswith("A")
+
+
+def test_gate_fails_without_a_controller_certificate_and_on_bad_input():
+    problems = inv.gate_problems([GOOD], ["A"], [{"fingerprint_sha256": None, "status": "missing"}])
+    assert problems == ["A: the controller has no readable certificate for it (missing)"]
+    with pytest.raises(PlanError):
+        inv.gate_problems([GOOD], ["A", "B"], [{"fingerprint_sha256": FP}])
+    # A line for another plugin does not count for this one.
+    assert inv.gate_problems([dict(GOOD, name="B")], ["A"], [{"fingerprint_sha256": FP}])[0].startswith("A: no answer")

@@ -1,0 +1,107 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# This module_util is private to mcpgateway.mtls: it may change without notice.
+"""Plan of the TLS file sets that role tls_files deploys (pure functions, unit-tested).
+
+A set (a service's key, certificate and CA bundle) goes into DIR/tls.d/ID/, ID derived from the
+checksums of its files, and DIR/tls is a symlink to it: switching the link switches key, certificate
+and CA bundle at once, so no reader ever sees a key with another certificate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._inventory import PlanError
+
+_DEST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+LINK = "tls"
+VERSIONS = "tls.d"
+LEGACY = "legacy"
+
+
+def set_id(checksums):
+    """ID of a set from {dest: sha256 checksum}: 16 hex digits, the same for the same contents."""
+    text = "".join("%s:%s\n" % (dest, checksums[dest]) for dest in sorted(checksums))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def tls_sets(sets, stats):
+    """SETS (role input) + STATS (the stat results of each set's source files on the controller,
+    as registered by a loop over `sets | subelements('files')`) -> the sets with id, link, version
+    folder and each file's destination path."""
+    checksums = {}
+    for result in stats or []:
+        item = result.get("item") or [{}, {}]
+        name, src = item[0].get("name"), item[1].get("src")
+        stat = result.get("stat") or {}
+        if not stat.get("exists"):
+            raise PlanError("TLS set %s: %s does not exist on the controller (run the pki role first)" % (name, src))
+        if not stat.get("isreg"):
+            raise PlanError("TLS set %s: %s is not a regular file" % (name, src))
+        checksums.setdefault(name, {})[item[1].get("dest")] = stat.get("checksum")
+    out, names = [], set()
+    for entry in sets or []:
+        name, folder = entry.get("name"), entry.get("dir")
+        if not name or name in names:
+            raise PlanError("TLS sets need unique names, got %r" % (name,))
+        names.add(name)
+        if not isinstance(folder, str) or not posixpath.isabs(folder) or ".." in folder.split("/"):
+            raise PlanError("TLS set %s: dir must be an absolute path without '..', got %r" % (name, folder))
+        files = entry.get("files") or []
+        dests = [f.get("dest") for f in files]
+        if not files or len(set(dests)) != len(dests) or not all(isinstance(d, str) and _DEST.match(d) for d in dests):
+            raise PlanError("TLS set %s: files need distinct plain file names as dest, got %r" % (name, dests))
+        sums = checksums.get(name, {})
+        missing = [d for d in dests if not sums.get(d)]
+        if missing:
+            raise PlanError("TLS set %s: no checksum for %s" % (name, ", ".join(missing)))
+        ident = set_id({d: sums[d] for d in dests})
+        version = posixpath.join(folder, VERSIONS, ident)
+        out.append(dict(entry, id=ident, link=posixpath.join(folder, LINK), versions=posixpath.join(folder, VERSIONS),
+                        version_dir=version, link_src=posixpath.join(VERSIONS, ident),
+                        files=[dict(f, path=posixpath.join(version, f["dest"])) for f in files]))
+    return out
+
+
+def tls_prune(plan, links, found):
+    """Version folders to remove: all but the current one and the one the link pointed to before
+    (kept for a rollback). LINKS: stat results of each set's link (before the switch), FOUND: find
+    results of the version folders."""
+    keep = {entry["versions"]: {entry["id"]} for entry in plan}
+    for result in links or []:
+        stat = result.get("stat") or {}
+        entry = result.get("item") or {}
+        if entry.get("versions") not in keep:
+            continue
+        if stat.get("islnk") and stat.get("lnk_source"):
+            keep[entry["versions"]].add(posixpath.basename(stat["lnk_source"].rstrip("/")))
+        elif stat.get("isdir"):
+            keep[entry["versions"]].add(LEGACY)  # the plain folder of version 0.1, moved aside this run
+    remove = []
+    for item in found or []:
+        path = item.get("path", "")
+        parent, base = posixpath.dirname(path), posixpath.basename(path)
+        if parent in keep and base not in keep[parent]:
+            remove.append(path)
+    return sorted(remove)
+
+
+def server_tls_sets(names, pki_dir, config_dir, owner, group):
+    """The TLS sets of plugin servers: PKI_DIR/plugins/NAME/{server.key,server.crt,ca.crt} ->
+    CONFIG_DIR/NAME/tls/ (key OWNER:GROUP 0600, certificates root 0644)."""
+    out = []
+    for name in names or []:
+        src = "%s/plugins/%s" % (str(pki_dir).rstrip("/"), name)
+        out.append({
+            "name": name,
+            "dir": "%s/%s" % (str(config_dir).rstrip("/"), name),
+            "group": group,
+            "files": [
+                {"src": src + "/server.key", "dest": "server.key", "owner": owner, "group": group, "mode": "0600"},
+                {"src": src + "/server.crt", "dest": "server.crt", "owner": "root", "group": "root", "mode": "0644"},
+                {"src": src + "/ca.crt", "dest": "ca.crt", "owner": "root", "group": "root", "mode": "0644"},
+            ],
+        })
+    return out

@@ -1,0 +1,63 @@
+"""Plan of atomic TLS file sets (module_utils/_tlsset.py, role tls_files)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.mcpgateway.mtls.plugins.module_utils import _tlsset as T
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._inventory import PlanError
+
+
+def _stats(sets, checksums):
+    out = []
+    for entry in sets:
+        for item in entry["files"]:
+            sum_ = checksums.get(item["dest"])
+            out.append({"item": [entry, item], "stat": {"exists": sum_ is not None, "isreg": True, "checksum": sum_}})
+    return out
+
+
+SETS = T.server_tls_sets(["A"], "/pki/", "/etc/mcp-plugins", "svc", "grp")
+SUMS = {"server.key": "1" * 64, "server.crt": "2" * 64, "ca.crt": "3" * 64}
+
+
+def test_server_tls_sets_layout_and_modes():
+    (entry,) = SETS
+    assert entry["dir"] == "/etc/mcp-plugins/A" and entry["group"] == "grp"
+    files = {f["dest"]: f for f in entry["files"]}
+    assert files["server.key"] == {"src": "/pki/plugins/A/server.key", "dest": "server.key", "owner": "svc", "group": "grp", "mode": "0600"}
+    assert files["server.crt"]["mode"] == files["ca.crt"]["mode"] == "0644"
+    assert files["ca.crt"]["owner"] == "root"
+
+
+def test_plan_puts_files_in_a_version_folder_named_by_content():
+    (plan,) = T.tls_sets(SETS, _stats(SETS, SUMS))
+    assert plan["link"] == "/etc/mcp-plugins/A/tls" and plan["link_src"] == "tls.d/" + plan["id"]
+    assert [f["path"] for f in plan["files"]] == ["/etc/mcp-plugins/A/tls.d/%s/%s" % (plan["id"], d)
+                                                  for d in ("server.key", "server.crt", "ca.crt")]
+    again = T.tls_sets(SETS, _stats(SETS, dict(SUMS)))[0]["id"]
+    other = T.tls_sets(SETS, _stats(SETS, dict(SUMS, **{"ca.crt": "4" * 64})))[0]["id"]
+    assert again == plan["id"] != other and len(other) == 16
+
+
+@pytest.mark.parametrize("sets, sums, needle", [
+    (SETS, dict(SUMS, **{"server.key": None}), "does not exist on the controller"),
+    (SETS + SETS, SUMS, "unique names"),
+    ([dict(SETS[0], dir="relative/A")], SUMS, "absolute path"),
+    ([dict(SETS[0], dir="/etc/../A")], SUMS, "without '..'"),
+    ([dict(SETS[0], files=[dict(SETS[0]["files"][0], dest="../key")])], {"../key": "1" * 64}, "plain file names"),
+])
+def test_plan_refuses_bad_sets(sets, sums, needle):
+    with pytest.raises(PlanError, match=needle):
+        T.tls_sets(sets, _stats(sets, sums))
+
+
+def test_prune_keeps_current_and_previous():
+    (plan,) = T.tls_sets(SETS, _stats(SETS, SUMS))
+    versions = plan["versions"]
+    links = [{"item": plan, "stat": {"islnk": True, "lnk_source": versions + "/0000000000000001"}}]
+    found = [{"path": "%s/%s" % (versions, name)} for name in (plan["id"], "0000000000000001", "0000000000000002", "legacy")]
+    assert T.tls_prune([plan], links, found) == [versions + "/0000000000000002", versions + "/legacy"]
+    # A plain folder of version 0.1 (moved aside to legacy in this run) is the previous one.
+    assert T.tls_prune([plan], [{"item": plan, "stat": {"isdir": True, "islnk": False}}], found) == [
+        versions + "/0000000000000001", versions + "/0000000000000002"]
