@@ -1,0 +1,207 @@
+"""playbooks/rotate.yml on the converged molecule hosts: rotations under load, a failed gate, resuming.
+
+While a rotation runs, the gateway host runs `mcp-mtls-probe --loop` (cpex's own client, one long-lived
+session per plugin, like the gateway) calling a hook on every plugin every 0.2 s; every failed call is
+counted. The numbers are printed (pytest -s or the molecule log) and recorded in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import testinfra
+
+GATEWAY = "mcp-mol-gw"
+PLUGIN_HOSTS = {"mcp-mol-plug1": ["MolGuard"], "mcp-mol-plug2": ["MolWords", "MolEcho"]}
+PLUGINS = {name: h for h, names in PLUGIN_HOSTS.items() for name in names}
+REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+PKI = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "certs/mcp"
+REPORT = PKI.parent / "rotate-report.json"
+PROBE = "/usr/local/bin/mcp-mtls-probe"
+STOP, SUMMARY = "/tmp/rotate-loop.stop", "/tmp/rotate-loop.json"
+
+
+def host(name):
+    return testinfra.get_host(f"podman://{name}")
+
+
+def rotate(*args, timeout=2400):
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    cmd = [str(REPO / ".venv/bin/ansible-playbook"), "-i", env["MOLECULE_INVENTORY_FILE"],
+           str(REPO / "playbooks/rotate.yml"), *args]
+    started = time.monotonic()
+    run = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    print(f"rotate.yml {' '.join(args)}: rc {run.returncode} in {time.monotonic() - started:.0f} s")
+    return run
+
+
+def recap(out):
+    return {m[0]: int(m[1]) for m in re.findall(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)", out, re.M)}
+
+
+def served():
+    """sha256 of the certificate each plugin serves, as the gateway side sees it (one-shot probe)."""
+    run = host(GATEWAY).run(f"runuser -u mcpgateway -- {PROBE} --no-hook")
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    assert run.rc == 0, run.stdout + run.stderr
+    return {line["name"]: line["server_cert_sha256"] for line in lines}
+
+
+def controller_fingerprint(path):
+    out = subprocess.run(["openssl", "x509", "-in", str(path), "-noout", "-fingerprint", "-sha256"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.strip().split("=", 1)[1].replace(":", "").lower()
+
+
+def controller_leaves():
+    return {name: controller_fingerprint(PKI / f"plugins/{name}/server.crt") for name in PLUGINS}
+
+
+def pids():
+    return {name: host(h).run(f"systemctl show -p MainPID --value mcp-plugin@{name}.service").stdout.strip()
+            for name, h in PLUGINS.items()}
+
+
+class Loop:
+    """`mcp-mtls-probe --loop` on the gateway host, stopped with a stop file."""
+
+    def __enter__(self):
+        gw = host(GATEWAY)
+        gw.run(f"rm -f {STOP} {SUMMARY}")
+        subprocess.run(["podman", "exec", "-d", GATEWAY, "runuser", "-u", "mcpgateway", "--", PROBE, "--loop", "3600",
+                        "--interval", "0.2", "--timeout", "20", "--stop-file", STOP, "--summary", SUMMARY], check=True)
+        deadline = time.monotonic() + 60
+        while gw.run("pgrep -f -- '--loop 3600'").rc != 0:
+            assert time.monotonic() < deadline, "the probe loop did not start"
+            time.sleep(0.5)
+        time.sleep(3)  # sessions open, first calls made
+        return self
+
+    def __exit__(self, *exc):
+        gw = host(GATEWAY)
+        gw.run(f"touch {STOP}")
+        deadline = time.monotonic() + 90
+        while gw.run(f"test -s {SUMMARY}").rc != 0 and time.monotonic() < deadline:
+            time.sleep(1)
+        out = gw.run(f"cat {SUMMARY}").stdout
+        self.summary = json.loads(out) if out.strip() else None
+        return False
+
+    def report(self, what):
+        assert self.summary, "the probe loop wrote no summary"
+        total = self.summary["total"]
+        gaps = {name: p["longest_gap_s"] for name, p in self.summary["plugins"].items()}
+        print(f"{what}: {total['calls']} calls, {total['failed']} failed, longest gap {total['longest_gap_s']} s "
+              f"(per plugin {gaps}), duration {self.summary['duration_s']} s")
+        failures = {name: p["failures"] for name, p in self.summary["plugins"].items() if p["failures"]}
+        return total, failures
+
+
+def test_leaf_rotation_when_certificates_enter_the_window_refuses_no_call():
+    """Move the renewal window past the certificates' life: every leaf (and the CA certificate, same key)
+    is renewed and rolled out host by host while the gateway side keeps calling every plugin."""
+    before = served()
+    before_pids = pids()
+    assert before == controller_leaves()
+    with Loop() as loop:
+        run = rotate("-e", "pki_renew_before_days=824")
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    total, failures = loop.report("leaf rotation (window)")
+    assert total["calls"] > 100 and total["ok"] == total["calls"] - total["failed"]
+    assert total["failed"] == 0, failures
+    after = served()
+    assert after == controller_leaves()
+    assert all(after[name] != before[name] for name in PLUGINS), (before, after)
+    assert all(pids()[name] != before_pids[name] for name in PLUGINS)
+    fingerprints = {name: [f["sha256"] for f in p["fingerprints"]] for name, p in loop.summary["plugins"].items()}
+    for name in PLUGINS:  # the loop saw the old certificate, then the new one
+        assert fingerprints[name][0] == before[name] and fingerprints[name][-1] == after[name], fingerprints[name]
+    report = json.loads(REPORT.read_text())
+    assert report["status"] == "ok" and sorted(report["stages"]["renew"]["reissued"]) == sorted([*PLUGINS, "gateway"])
+    assert report["stages"]["renew"]["hosts"] == [*PLUGIN_HOSTS, GATEWAY]
+
+
+def test_failed_gate_stops_the_rollout_and_a_rerun_resumes():
+    """A plugin host that cannot start its instance fails its gate: the rollout stops there, the hosts
+    after it keep serving their old certificates, the report names the host; after the fix a plain
+    rerun (no force) finishes the rollout."""
+    broken, untouched = "mcp-mol-plug1", "mcp-mol-plug2"
+    b = host(broken)
+    dropin = "/etc/systemd/system/mcp-plugin@MolGuard.service.d"
+    assert b.run(f"mkdir -p {dropin} && printf '[Service]\\nExecStartPre=/bin/false\\n' > {dropin}/fault.conf "
+                 "&& systemctl daemon-reload").rc == 0
+    before = served()
+    before_pids = pids()
+    gw_cert = host(GATEWAY).run("sha256sum /etc/mcpgateway/tls/client.crt").stdout
+    try:
+        run = rotate("-e", "rotate_force=leaves")
+        out = run.stdout + run.stderr
+        assert run.returncode != 0
+        assert f"Rotation stopped in stage renew at {broken}" in out, out[-4000:]
+        report = json.loads(REPORT.read_text())
+        assert report["status"] == "failed" and report["failed_host"] == broken and report["error"], report
+        assert report["stages"]["renew"]["hosts"] == []
+        # The hosts after the failed one were not touched: same processes, same certificates.
+        now = pids()
+        for name in PLUGIN_HOSTS[untouched]:
+            assert now[name] == before_pids[name]
+        still = {name: sha for name, sha in served_partial().items() if name in PLUGIN_HOSTS[untouched]}
+        new = controller_leaves()
+        for name in PLUGIN_HOSTS[untouched]:
+            assert still[name] == before[name] != new[name]
+        assert host(GATEWAY).run("sha256sum /etc/mcpgateway/tls/client.crt").stdout == gw_cert
+    finally:
+        b.run(f"rm -rf {dropin} && systemctl daemon-reload")
+    rerun = rotate()
+    assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-2000:]
+    assert served() == controller_leaves()
+    assert json.loads(REPORT.read_text())["status"] == "ok"
+
+
+def served_partial():
+    """Like served(), but tolerates plugins that are down (the probe then exits 1)."""
+    run = host(GATEWAY).run(f"runuser -u mcpgateway -- {PROBE} --no-hook")
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    return {line["name"]: line["server_cert_sha256"] for line in lines if line.get("ok")}
+
+
+def test_ca_rotation_with_overlapping_trust_refuses_no_call_and_is_idempotent():
+    """rotate_force=ca: phase trust (old + new CA everywhere), phase reissue (leaves from the new CA),
+    promotion (old CA retired), then bundles with the new CA only; calls never fail on the way."""
+    old_ca = controller_fingerprint(PKI / "ca/ca.crt")
+    with Loop() as loop:
+        run = rotate("-e", "rotate_force=ca")
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    total, failures = loop.report("CA rotation")
+    assert total["calls"] > 100 and total["failed"] == 0, failures
+    new_ca = controller_fingerprint(PKI / "ca/ca.crt")
+    assert new_ca != old_ca
+    assert not (PKI / "ca/rotation.json").exists() and not (PKI / "ca/next").exists()
+    retired = list((PKI / "ca/retired").glob("*/ca.crt"))
+    assert old_ca in [controller_fingerprint(p) for p in retired]
+    report = json.loads(REPORT.read_text())
+    assert report["status"] == "ok"
+    assert [report["stages"][s]["ca_phase"] for s in ("trust", "reissue")] == ["trust", "reissue"]
+    assert all(report["stages"][s]["hosts"] == [*PLUGIN_HOSTS, GATEWAY] for s in ("trust", "reissue", "renew"))
+    # Every bundle holds the new CA only, and every served certificate chains to it, strictly.
+    new_pem = (PKI / "ca/ca.crt").read_text().strip()
+    bundles = [(GATEWAY, "/etc/mcpgateway/tls/ca.crt")] + [
+        (h, f"/etc/mcp-plugins/{n}/tls/ca.crt") for n, h in PLUGINS.items()]
+    for name, path in bundles:
+        assert host(name).run(f"cat {path}").stdout.strip() == new_pem, (name, path)
+    gw = host(GATEWAY)
+    for name in PLUGINS:
+        chain = gw.run(f"openssl s_client -connect mcp-plugin-{name}:{8100 if name == 'MolEcho' else 8000} "
+                       "-cert /etc/mcpgateway/tls/client.crt -key /etc/mcpgateway/tls/client.key "
+                       "-CAfile /etc/mcpgateway/tls/ca.crt -verify_return_error -x509_strict </dev/null")
+        assert chain.rc == 0 and "Verify return code: 0 (ok)" in chain.stdout, chain.stdout[-800:] + chain.stderr[-800:]
+    assert served() == controller_leaves()
+    again = rotate()
+    assert again.returncode == 0, again.stdout[-3000:]
+    changes = recap(again.stdout)
+    assert set(changes) >= {GATEWAY, *PLUGIN_HOSTS} and not any(changes.values()), changes
