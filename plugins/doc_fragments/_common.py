@@ -90,7 +90,7 @@ options:
     type: str
   ca_trust:
     description:
-      - Further CA certificates that the CA copies (O(certificates[].ca_copy_path)) hold after the signing CA,
+      - Further CA certificates that the CA copies (C(ca_copy_path)) hold after the signing CA,
         making them trust bundles. Used during a CA rotation (see M(mcpgateway.mtls.ca_rotation)), so that
         hosts trust the old and the new CA at once. Each must be a valid CA certificate.
     type: list

@@ -48,7 +48,7 @@ options:
       - V(current) only reports (and finishes an interrupted promotion).
       - V(started) starts a rotation unless one is in progress.
       - V(reissue) moves from phase trust to phase reissue.
-      - V(promoted) ends the rotation: the new CA takes over, the old one is retired. No change when no rotation is in progress.
+      - V(promoted) ends the rotation, the new CA takes over and the old one is retired. No change when no rotation is in progress.
     type: str
     choices: [current, started, reissue, promoted]
     default: current

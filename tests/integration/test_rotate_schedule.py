@@ -129,7 +129,7 @@ def test_cron_mode_installs_the_cron_file_and_the_wrapper(base, inventory):
         assert mode(path) == want, path
         assert (path.stat().st_uid, path.stat().st_gid) == (0, 0), path
     body = script.read_text()
-    assert body.startswith("#!/bin/bash\n#\n# Ansible managed\n#\n")
+    assert body.startswith("#!/usr/bin/env bash\n#\n# Ansible managed\n#\n")
     assert f"  {inventory}\n  {CHECK}\n" in body and "--random-delay SECONDS" in body
     assert f"ANSIBLE_CONFIG={REPO / 'ansible.cfg'}" in body  # the installing run's config file
     assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0

@@ -120,7 +120,7 @@ def units():
 def test_every_template_starts_with_ansible_managed(units):
     for name in ("mcp-mtls-rotate.service", "mcp-mtls-rotate.timer", "mcp-mtls-rotate.cron"):
         assert render(name + ".j2").startswith("#\n# Ansible managed\n#\n"), name
-    assert render("mcp-mtls-rotate.j2").startswith("#!/bin/bash\n#\n# Ansible managed\n#\n")
+    assert render("mcp-mtls-rotate.j2").startswith("#!/usr/bin/env bash\n#\n# Ansible managed\n#\n")
 
 
 def test_timer_is_persistent_randomized_and_precise(units):
