@@ -13,6 +13,7 @@ import fcntl
 import grp
 import os
 import pwd
+import re
 import stat
 import tempfile
 import time
@@ -43,16 +44,27 @@ def parse_mode(value, what):
     return mode
 
 
+# (uid_t)-1 means "leave unchanged" to chown(2): the largest id a file can really get is one less.
+MAX_ID = 2 ** 32 - 2
+
+
+def _numeric_id(text, what, kind):
+    number = int(text)
+    if number > MAX_ID:
+        raise PKIError("%s: %s id %s is out of range (0-%d)" % (what, kind, text, MAX_ID))
+    return number
+
+
 def resolve_owner(owner, what="owner"):
     """User name or numeric id -> uid (None stays None). Raises PKIError naming the user."""
     if owner is None or owner == "":
         return None
     text = str(owner)
     if text.isdigit():
-        return int(text)
+        return _numeric_id(text, what, "user")
     try:
         return pwd.getpwnam(text).pw_uid
-    except KeyError:
+    except (KeyError, ValueError):  # ValueError: a NUL in the name
         raise PKIError("%s: unknown user %r" % (what, text)) from None
 
 
@@ -62,10 +74,10 @@ def resolve_group(group, what="group"):
         return None
     text = str(group)
     if text.isdigit():
-        return int(text)
+        return _numeric_id(text, what, "group")
     try:
         return grp.getgrnam(text).gr_gid
-    except KeyError:
+    except (KeyError, ValueError):
         raise PKIError("%s: unknown group %r" % (what, text)) from None
 
 
@@ -162,11 +174,68 @@ def backup_file(path):
     return target
 
 
+TEMP_PREFIX = "."
+TEMP_SUFFIX = ".tmp"
+# What mkstemp adds between prefix and suffix: 8 characters of tempfile's alphabet.
+_TEMP_RANDOM = r"[a-z0-9_]{8}"
+# The name part of a backup copy (backup_name), which the private-copy fallback writes through a temp file too.
+_BACKUP_STAMP = r"\.\d{4}-\d{2}-\d{2}@\d{2}:\d{2}:\d{2}(?:\.\d+)?~"
+
+
+def _temp_name_re(name):
+    """The names of the temp files _write_new makes for file NAME (or for a backup copy of it)."""
+    parts = (re.escape(TEMP_PREFIX), re.escape(name), _BACKUP_STAMP, _TEMP_RANDOM, re.escape(TEMP_SUFFIX))
+    return re.compile(r"^%s%s(?:%s)?\.%s%s$" % parts)
+
+
+def stale_temps(path):
+    """Temp files that an interrupted write of PATH (killed between mkstemp and rename) left in its folder:
+    '.NAME.XXXXXXXX.tmp' (or '.NAME.STAMP~.XXXXXXXX.tmp' of a backup copy), regular files only."""
+    folder = os.path.dirname(path) or "."
+    pattern = _temp_name_re(os.path.basename(path))
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise PKIError("cannot list %s: %s" % (folder, exc.strerror)) from None
+    found = []
+    for name in sorted(names):
+        if pattern.match(name):
+            candidate = os.path.join(folder, name)
+            try:
+                if stat.S_ISREG(os.lstat(candidate).st_mode):
+                    found.append(candidate)
+            except FileNotFoundError:
+                continue
+    return found
+
+
+def remove_stale_temps(path):
+    """Remove the temp files an interrupted write of PATH left (see stale_temps). Returns their paths.
+
+    Call it only while holding the run lock that every writer of PATH holds: then no live writer can
+    own one of these files, so only leftovers of a killed run are removed.
+    """
+    removed = []
+    for candidate in stale_temps(path):
+        try:
+            os.unlink(candidate)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise PKIError("cannot remove the leftover temp file %s: %s" % (candidate, exc.strerror)) from None
+        removed.append(candidate)
+    if removed:
+        fsync_dir(os.path.dirname(path) or ".")
+    return removed
+
+
 def _write_new(path, data, mode, uid, gid, sync_dir, replace=True):
     folder = os.path.dirname(path) or "."
     # mkstemp creates the file 0600 in the same folder, so the rename below is atomic and a key is
-    # never readable by others, not even for a moment.
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".%s." % os.path.basename(path), suffix=".tmp")
+    # never readable by others, not even for a moment. Its name is what stale_temps looks for.
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX + os.path.basename(path) + ".", suffix=TEMP_SUFFIX)
     try:
         try:
             view = memoryview(data)
@@ -201,8 +270,10 @@ def _write_new(path, data, mode, uid, gid, sync_dir, replace=True):
 def write_file(path, data, mode, uid=None, gid=None, backup=False, sync_dir=True):
     """Atomically replace PATH with DATA (temp file 0600 in the same folder, fsync, rename, fsync dir).
 
-    Returns the backup file name when BACKUP is true and PATH existed, else None.
+    Temp files that an interrupted earlier write of PATH left are removed first: callers hold the run
+    lock (see remove_stale_temps). Returns the backup file name when BACKUP is true and PATH existed, else None.
     """
+    remove_stale_temps(path)
     backup_path = backup_file(path) if backup else None
     try:
         _write_new(path, data, mode, uid, gid, sync_dir)

@@ -15,6 +15,8 @@ from ansible_collections.mcpgateway.mtls.plugins.module_utils._errors import PKI
 
 # A name becomes a folder (plugins/NAME), a DNS SAN (NAME, mcp-plugin-NAME) and part of a CN.
 CERT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# One DNS label at most (RFC 1035).
+CERT_NAME_MAX = 63
 
 
 def cert_name_problem(name):
@@ -29,6 +31,8 @@ def cert_name_problem(name):
         return "must not contain '..'"
     if not CERT_NAME_RE.match(name):
         return "must match %s" % CERT_NAME_RE.pattern
+    if len(name) > CERT_NAME_MAX:
+        return "must be at most %d characters (one DNS label), got %d" % (CERT_NAME_MAX, len(name))
     return None
 
 

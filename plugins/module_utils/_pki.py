@@ -12,6 +12,7 @@ results out. Errors are PKIError, raised before anything is written whenever the
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,6 +43,9 @@ LEAF_KEYS = ("name", "key_path", "cert_path", "ca_copy_path", "profile", "subjec
              "backup", "passphrase", "keep_key", "force")
 KEY_DIR_MODE = 0o700
 CERT_DIR_MODE = 0o755
+# The incoming CA of a CA rotation lives in CA_DIR/next/, the rotation's state in CA_DIR/rotation.json (_rotation).
+ROTATION_NEXT_DIR = "next"
+ROTATION_STATE_FILE = "rotation.json"
 
 
 class Spec:
@@ -66,11 +70,19 @@ def _int(value, what):
         raise PKIError("%s: must be an integer, got %r" % (what, value)) from None
 
 
+def max_valid_days(now=None):
+    """The longest validity a certificate made now can have: X.509 times end with the year 9999."""
+    return (X.LAST_TIME - (now or X.utcnow())).days - 1
+
+
 def validate_validity(valid_days, renew_before_days, where=""):
     valid_days = _int(valid_days, where + "valid_days")
     renew = _int(renew_before_days, where + "renew_before_days")
     if valid_days <= 0:
         raise PKIError("%svalid_days must be > 0, got %d" % (where, valid_days))
+    if valid_days > max_valid_days():
+        raise PKIError("%svalid_days must be at most %d (a certificate cannot end after the year 9999), got %d" % (
+            where, max_valid_days(), valid_days))
     if renew < 0:
         raise PKIError("%srenew_before_days must be >= 0, got %d" % (where, renew))
     if renew >= valid_days:
@@ -86,6 +98,8 @@ def _path(value, what, required=True):
         return None
     if not isinstance(value, str):
         raise PKIError("%s: must be a path string, got %r" % (what, value))
+    if "\x00" in value:
+        raise PKIError("%s: must not contain a NUL byte, got %r" % (what, value))
     if value.endswith("/"):
         raise PKIError("%s: must be a file path, not a folder: %r" % (what, value))
     return os.path.abspath(os.path.expanduser(value))
@@ -133,6 +147,8 @@ def _lock_timeout(value):
         timeout = float(value)
     except (TypeError, ValueError):
         raise PKIError("lock_timeout must be a number of seconds, got %r" % (value,)) from None
+    if math.isnan(timeout):  # no deadline could ever be reached
+        raise PKIError("lock_timeout must be a number of seconds, got %r" % (value,))
     if timeout < 0:
         raise PKIError("lock_timeout must be >= 0, got %r" % (value,))
     return timeout
@@ -296,6 +312,7 @@ class LeafPlan:
         self.key_rewrite = False
         self.attributes_changed = []
         self.backup_files = []
+        self.stale_temps = []      # temp files a killed earlier run left beside this leaf's files
 
     @property
     def reissue(self):
@@ -438,7 +455,7 @@ def _leaf_result(plan, ca, now, check_mode):
     after = _after_facts(plan, now)
     if after is not None and plan.reissue and plan.new_cert is None:
         after["issuer"] = X.format_name(ca.cert.subject) if ca.cert is not None else None
-    changed = plan.reissue or plan.ca_copy_needed or bool(plan.attributes_changed)
+    changed = plan.reissue or plan.ca_copy_needed or bool(plan.attributes_changed) or bool(plan.stale_temps)
     result = {
         "key_path": spec.key_path,
         "cert_path": spec.cert_path,
@@ -467,6 +484,20 @@ def _leaf_result(plan, ca, now, check_mode):
     return result, diff
 
 
+def leftover_temps(paths, check_mode):
+    """Temp files that a killed earlier run left while writing PATHS: removed (the caller holds the run
+    lock), or in check mode only listed."""
+    found = []
+    for path in paths:
+        found.extend(_io.stale_temps(path) if check_mode else _io.remove_stale_temps(path))
+    return found
+
+
+def temps_warning(found, check_mode):
+    return "%s %d temp file(s) left by an interrupted run: %s" % (
+        "would remove" if check_mode else "removed", len(found), ", ".join(found))
+
+
 def trust_bundle(ca, extra_paths, now):
     """The CA copies' content: the signing CA's PEM, then each further trusted CA certificate, checked."""
     parts = [ca.cert_pem.strip() + b"\n"]
@@ -491,6 +522,19 @@ def trust_bundle(ca, extra_paths, now):
     return b"".join(parts)
 
 
+def run_lock_folder(ca_key_path):
+    """The folder whose .lock a leaf run holds: that of the CA key, except for the incoming CA of a CA
+    rotation (CA_DIR/next/ca.key, CA_DIR/rotation.json present): then CA_DIR, the lock that runs signing
+    with the current CA and the rotation's own steps hold too. Otherwise a run in phase trust and one in
+    phase reissue could write the same leaves at once and leave one run's key beside the other's
+    certificate."""
+    folder = os.path.dirname(ca_key_path)
+    parent = os.path.dirname(folder)
+    if os.path.basename(folder) == ROTATION_NEXT_DIR and os.path.lexists(os.path.join(parent, ROTATION_STATE_FILE)):
+        return parent
+    return folder
+
+
 def ensure_certificates(specs, ca_cert, ca_key, ca_passphrase=None, check_mode=False, workers=None,
                         lock_timeout=300, now=None, ca_trust=None):
     """Ensure many leaves under one lock: load the CA once, decide, then issue in parallel.
@@ -502,7 +546,7 @@ def ensure_certificates(specs, ca_cert, ca_key, ca_passphrase=None, check_mode=F
     now = now or X.utcnow()
     ca_key_path = _path(ca_key, "ca_key")
     ca_cert_path = _path(ca_cert, "ca_cert")
-    lock = _io.RunLock(os.path.dirname(ca_key_path), timeout=_lock_timeout(lock_timeout),
+    lock = _io.RunLock(run_lock_folder(ca_key_path), timeout=_lock_timeout(lock_timeout),
                        shared=check_mode, create=not check_mode)
     pending_ca = check_mode and not os.path.lexists(ca_key_path) and not os.path.lexists(ca_cert_path)
     if not pending_ca and not os.path.isdir(os.path.dirname(ca_key_path)):
@@ -517,6 +561,13 @@ def ensure_certificates(specs, ca_cert, ca_key, ca_passphrase=None, check_mode=F
             if ca_trust:
                 ca.bundle_pem = trust_bundle(ca, ca_trust, now)
         plans = [plan_leaf(spec, ca, now) for spec in specs]
+        seen = set()
+        for plan in plans:
+            paths = [p for p in (plan.spec.key_path, plan.spec.cert_path, plan.spec.ca_copy_path) if p and p not in seen]
+            seen.update(paths)
+            plan.stale_temps = leftover_temps(paths, check_mode)
+            if plan.stale_temps:
+                ca.warnings.append(temps_warning(plan.stale_temps, check_mode))
         for plan in plans:
             plan.key_rewrite = plan.reissue and (not plan.reuse_key or "key is not passphrase-protected" in plan.reasons)
             plan.attributes_changed = _attr_changes(plan.spec, plan)
@@ -567,9 +618,19 @@ def ensure_ca(spec, check_mode=False, now=None):
     if not check_mode:
         _io.ensure_dir(folder, KEY_DIR_MODE, spec.uid, spec.gid)
     with _io.RunLock(folder, timeout=spec.lock_timeout, shared=check_mode, create=not check_mode):
-        key_pem = _read(spec.key_path, "CA key")
-        cert_pem = _read(spec.cert_path, "CA certificate")
         reasons = []
+        promotion = []
+        key_file, cert_file = spec.key_path, spec.cert_path
+        if spec.key_path == os.path.join(folder, "ca.key") and spec.cert_path == os.path.join(folder, "ca.crt"):
+            # Lazy import: _rotation builds on this module.
+            from ansible_collections.mcpgateway.mtls.plugins.module_utils._rotation import finish_interrupted_promotion
+            promotion, key_file, cert_file = finish_interrupted_promotion(folder, check_mode)
+            reasons.extend(promotion)
+        stale = leftover_temps([spec.key_path, spec.cert_path], check_mode)
+        if stale:
+            warnings.append(temps_warning(stale, check_mode))
+        key_pem = _read(key_file, "CA key")
+        cert_pem = _read(cert_file, "CA certificate")
         key = cert = None
         before = None
         new_key = rewrite_key = renew = False
@@ -655,7 +716,7 @@ def ensure_ca(spec, check_mode=False, now=None):
                  "profile": None}
     else:
         after = before
-    changed = bool(rewrite_key or renew or attributes)
+    changed = bool(rewrite_key or renew or attributes or stale or promotion)
     result = {
         "changed": changed,
         "key_path": spec.key_path,

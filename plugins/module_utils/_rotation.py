@@ -28,10 +28,10 @@ import shutil
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _io
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _x509 as X
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._errors import PKIError
-from ansible_collections.mcpgateway.mtls.plugins.module_utils._pki import ensure_ca
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pki import ROTATION_NEXT_DIR, ROTATION_STATE_FILE, ensure_ca
 
-STATE_NAME = "rotation.json"
-NEXT_NAME = "next"
+STATE_NAME = ROTATION_STATE_FILE
+NEXT_NAME = ROTATION_NEXT_DIR
 RETIRED_NAME = "retired"
 PHASES = ("trust", "reissue")
 STATES = ("current", "started", "reissue", "promoted")
@@ -43,6 +43,8 @@ class Layout:
     def __init__(self, ca_dir):
         if not isinstance(ca_dir, str) or not ca_dir:
             raise PKIError("ca_dir must be a non-empty path")
+        if "\x00" in ca_dir:
+            raise PKIError("ca_dir: must not contain a NUL byte, got %r" % ca_dir)
         self.dir = os.path.abspath(ca_dir)
         self.key = os.path.join(self.dir, "ca.key")
         self.cert = os.path.join(self.dir, "ca.crt")
@@ -134,6 +136,8 @@ def _promote(layout, state):
             done.append("new CA certificate moved to %s" % layout.cert)
         elif step == "cleanup":
             if os.path.isdir(layout.next_dir):
+                for path in (layout.next_key, layout.next_cert):
+                    _io.remove_stale_temps(path)  # of a killed run that made the new CA
                 leftovers = [n for n in os.listdir(layout.next_dir) if n != _io.LOCK_NAME]
                 if leftovers:
                     raise PKIError("%s still holds %s after the promotion: move them away" % (
@@ -143,6 +147,39 @@ def _promote(layout, state):
             _io.fsync_dir(layout.dir)
             done.append("rotation finished (%s removed)" % layout.state)
     return done
+
+
+def _interrupted(layout, state):
+    """A promotion that stopped half-way: the new key or certificate is already in place."""
+    return bool(state) and state["phase"] == "reissue" and (
+        _fingerprint(layout.cert) == state["new"] or not os.path.lexists(layout.next_key))
+
+
+def finish_interrupted_promotion(ca_dir, check_mode=False):
+    """For the ca module, which holds the run lock of CA_DIR: finish a promotion that was interrupted.
+
+    A promotion killed between its two renames leaves ca.key (already the new CA's) beside ca.crt (still
+    the old CA's): the ca module, the first task of every run, would refuse that pair, and the
+    ca_rotation task that finishes the promotion would never run. Returns (actions, key path, certificate
+    path): the files that hold the CA after the promotion (in check mode still partly in next/); no
+    actions when no promotion was interrupted.
+    """
+    layout = Layout(ca_dir)
+    if not os.path.lexists(layout.state):
+        return [], layout.key, layout.cert
+    try:
+        state = read_state(layout)
+        interrupted = _interrupted(layout, state)
+    except PKIError:
+        # A damaged state or CA certificate: ca_rotation names it; the ca module reports on the files as they are.
+        interrupted = False
+    if not interrupted:
+        return [], layout.key, layout.cert
+    if check_mode:
+        key = layout.next_key if os.path.lexists(layout.next_key) else layout.key
+        cert = layout.next_cert if os.path.lexists(layout.next_cert) else layout.cert
+        return ["would finish the interrupted promotion of the new CA"], key, cert
+    return ["finished the interrupted CA rotation: " + action for action in _promote(layout, state)], layout.key, layout.cert
 
 
 def _report(layout, state):
@@ -175,8 +212,10 @@ def _check_in_progress(layout, state):
         raise PKIError("%s is not the new CA recorded in %s (%s): restore it" % (layout.next_cert, layout.state, state["new"]))
 
 
-def rotation(layout, state_wanted, ca_spec=None, check_mode=False, now=None):
+def rotation(layout, state_wanted, ca_spec=None, check_mode=False, now=None, lock_timeout=None):
     """Bring the CA folder to STATE_WANTED and report where the rotation stands.
+
+    LOCK_TIMEOUT: seconds to wait for the CA folder's run lock (default: that of CA_SPEC, else 300).
 
     current   read the state; finish an interrupted promotion (the only write)
     started   begin a rotation when none is in progress: create the new CA (ensure_ca with CA_SPEC
@@ -187,18 +226,25 @@ def rotation(layout, state_wanted, ca_spec=None, check_mode=False, now=None):
     if state_wanted not in STATES:
         raise PKIError("state must be one of %s, got %r" % (", ".join(STATES), state_wanted))
     now = now or X.utcnow()
+    if os.path.lexists(layout.dir) and not os.path.isdir(layout.dir):
+        raise PKIError("ca_dir %s is not a folder (give the folder of ca.key and ca.crt)" % layout.dir)
     if state_wanted == "current" and not os.path.isdir(layout.dir):
         # No CA yet (check mode before the first run): nothing to rotate.
         return dict(_report(layout, None), changed=False, actions=[], warnings=[])
     if not os.path.isdir(layout.dir):
         raise PKIError("CA folder %s does not exist (create the CA with mcpgateway.mtls.ca first)" % layout.dir)
-    lock = _io.RunLock(layout.dir, shared=check_mode, create=not check_mode)
+    if lock_timeout is None:
+        lock_timeout = ca_spec.lock_timeout if ca_spec is not None else 300
+    lock = _io.RunLock(layout.dir, timeout=lock_timeout, shared=check_mode, create=not check_mode)
     changed, actions, warnings = False, [], []
     with lock:
+        stale = _io.stale_temps(layout.state) if check_mode else _io.remove_stale_temps(layout.state)
+        if stale:  # of a killed run that wrote the state
+            changed = True
+            actions.append("%s temp file(s) left by an interrupted run: %s" % (
+                "would remove" if check_mode else "removed", ", ".join(stale)))
         state = read_state(layout)
-        # A promotion that stopped half-way: the new key or certificate is already in place.
-        interrupted = bool(state) and state["phase"] == "reissue" and (
-            _fingerprint(layout.cert) == state["new"] or not os.path.lexists(layout.next_key))
+        interrupted = _interrupted(layout, state)
         if interrupted:
             changed = True
             if check_mode:

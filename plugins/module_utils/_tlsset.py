@@ -66,25 +66,28 @@ def tls_sets(sets, stats):
 
 
 def tls_prune(plan, links, found):
-    """Version folders to remove: all but the current one and the one the link pointed to before
-    (kept for a rollback). LINKS: stat results of each set's link (before the switch), FOUND: find
-    results of the version folders."""
-    keep = {entry["versions"]: {entry["id"]} for entry in plan}
+    """Version folders to remove: all but the current one and the newest other one (the previous
+    set, kept for a rollback). LINKS: stat results of each set's link before the switch (a plain
+    folder there is version 0.1's, moved aside to tls.d/legacy: then that is the previous set),
+    FOUND: find results (path, mtime) of the version folders."""
+    current = {entry["versions"]: entry["id"] for entry in plan}
+    legacy = set()
     for result in links or []:
         stat = result.get("stat") or {}
         entry = result.get("item") or {}
-        if entry.get("versions") not in keep:
-            continue
-        if stat.get("islnk") and stat.get("lnk_source"):
-            keep[entry["versions"]].add(posixpath.basename(stat["lnk_source"].rstrip("/")))
-        elif stat.get("isdir"):
-            keep[entry["versions"]].add(LEGACY)  # the plain folder of version 0.1, moved aside this run
-    remove = []
+        if stat.get("isdir") and not stat.get("islnk") and entry.get("versions") in current:
+            legacy.add(entry["versions"])
+    others = {}
     for item in found or []:
         path = item.get("path", "")
         parent, base = posixpath.dirname(path), posixpath.basename(path)
-        if parent in keep and base not in keep[parent]:
-            remove.append(path)
+        if parent in current and base != current[parent]:
+            others.setdefault(parent, []).append((float(item.get("mtime") or 0), path))
+    remove = []
+    for parent, folders in others.items():
+        folders.sort(reverse=True)
+        keep = posixpath.join(parent, LEGACY) if parent in legacy else folders[0][1]
+        remove.extend(path for _mtime, path in folders if path != keep)
     return sorted(remove)
 
 

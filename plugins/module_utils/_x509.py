@@ -36,6 +36,8 @@ PROFILES = ("server", "client")
 # Backdate notBefore a little so that hosts with a slightly late clock accept a fresh certificate.
 BACKDATE = datetime.timedelta(minutes=5)
 DAY = datetime.timedelta(days=1)
+# The last moment an X.509 time (GeneralizedTime) can express.
+LAST_TIME = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc)
 
 # openssl-style short names accepted in subjects ("/CN=x/O=y/OU=z").
 _SUBJECT_KEYS = (
@@ -214,6 +216,9 @@ def parse_subject(text, what="subject"):
                 what, key, text, ", ".join(pair[0] for pair in _SUBJECT_KEYS)))
         if value == "":
             raise PKIError("%s: empty value for %s in %r" % (what, key, text))
+        if any(ord(char) < 32 or ord(char) == 127 for char in value):
+            # A NUL or a line break in a name is how certificate names are forged: refuse them.
+            raise PKIError("%s: control character in the value of %s in %r" % (what, key, text))
         try:
             attributes.append(x509.NameAttribute(getattr(NameOID, attr), value))
         except ValueError as exc:

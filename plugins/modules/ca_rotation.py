@@ -162,11 +162,11 @@ def main():
     params = module.params
     try:
         layout = Layout(params["ca_dir"])
-        spec = None
-        if params["state"] == "started":
-            spec = validate_ca(dict({k: v for k, v in params.items() if k not in ("ca_dir", "state")},
-                                    key_path=layout.next_key, cert_path=layout.next_cert))
-        result = rotation(layout, params["state"], spec, check_mode=module.check_mode)
+        # Validated whatever the state: a bad option is an error now, not at the next rotation.
+        spec = validate_ca(dict({k: v for k, v in params.items() if k not in ("ca_dir", "state")},
+                                key_path=layout.next_key, cert_path=layout.next_cert))
+        result = rotation(layout, params["state"], spec if params["state"] == "started" else None,
+                          check_mode=module.check_mode, lock_timeout=params["lock_timeout"])
     except PKIError as exc:
         module.fail_json(msg=str(exc))
     except OSError as exc:

@@ -61,6 +61,22 @@ def test_ports_listen_on_the_right_addresses(plugin_host):
         assert not h.socket(f"tcp://0.0.0.0:{port + 1000}").is_listening, f"{name}: health open to the network"
 
 
+@pytest.mark.parametrize("name", sorted(PLUGINS))
+def test_port_held_by_systemd_tls_set_switched_by_link_and_loaded_files_recorded(name):
+    h, port = host(PLUGINS[name][0]), PLUGINS[name][1]
+    assert h.service(f"mcp-plugin@{name}.socket").is_enabled
+    assert h.run(f"systemctl is-active mcp-plugin@{name}.socket").stdout.strip() == "active"
+    listeners = h.run(f"ss -ltnpH 'sport = :{port}'").stdout
+    assert '("systemd",pid=1,' in listeners, listeners  # the port stays open while the instance restarts
+    link = h.file(f"/etc/mcp-plugins/{name}/tls")
+    assert link.is_symlink and re.fullmatch(rf"/etc/mcp-plugins/{name}/tls\.d/[0-9a-f]{{16}}", link.linked_to), link.linked_to
+    record = h.file(f"/run/mcp-plugins/{name}/loaded.sha256")
+    assert (record.user, record.mode) == ("mcp-plugin", 0o600)
+    assert "PASSPHRASE" not in record.content_string and "secret.env" not in record.content_string
+    check = h.run(f"cd /etc/mcp-plugins/{name} && sha256sum --check --status /run/mcp-plugins/{name}/loaded.sha256")
+    assert check.rc == 0, "the instance does not run with the deployed files"
+
+
 @pytest.mark.parametrize("plugin_host", sorted(PLUGIN_HOSTS))
 def test_plugin_tls_files_modes_and_owners(plugin_host):
     h = host(plugin_host)
@@ -152,11 +168,12 @@ def test_verify_fails_on_a_world_readable_key():
 def test_verify_negative_checks_fail_when_the_plugin_is_down():
     """With MolEcho stopped, its refusal checks must fail too: a refused connection is no TLS refusal."""
     h = host("mcp-mol-plug2")
-    h.run("systemctl stop mcp-plugin-health@MolEcho.timer mcp-plugin@MolEcho.service")
+    # The socket too: systemd would start the instance again on the first connection.
+    h.run("systemctl stop mcp-plugin-health@MolEcho.timer mcp-plugin@MolEcho.socket mcp-plugin@MolEcho.service")
     try:
         run = _run_site("--tags", "verify_gateway")
     finally:
-        h.run("systemctl start mcp-plugin@MolEcho.service mcp-plugin-health@MolEcho.timer")
+        h.run("systemctl start mcp-plugin@MolEcho.socket mcp-plugin@MolEcho.service mcp-plugin-health@MolEcho.timer")
     out = run.stdout + run.stderr
     assert run.returncode != 0 and "failed check(s) on mcp-mol-gw" in out, out[-3000:]
     failed = out[out.find("failed check(s) on mcp-mol-gw"):]

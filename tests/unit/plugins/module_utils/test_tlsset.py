@@ -52,12 +52,17 @@ def test_plan_refuses_bad_sets(sets, sums, needle):
         T.tls_sets(sets, _stats(sets, sums))
 
 
-def test_prune_keeps_current_and_previous():
+def test_prune_keeps_current_and_the_newest_other():
     (plan,) = T.tls_sets(SETS, _stats(SETS, SUMS))
     versions = plan["versions"]
-    links = [{"item": plan, "stat": {"islnk": True, "lnk_source": versions + "/0000000000000001"}}]
-    found = [{"path": "%s/%s" % (versions, name)} for name in (plan["id"], "0000000000000001", "0000000000000002", "legacy")]
-    assert T.tls_prune([plan], links, found) == [versions + "/0000000000000002", versions + "/legacy"]
+    link = [{"item": plan, "stat": {"islnk": True, "lnk_source": versions + "/" + plan["id"]}}]
+    found = [{"path": "%s/%s" % (versions, name), "mtime": mtime}
+             for name, mtime in ((plan["id"], 30), ("0000000000000001", 20), ("0000000000000002", 10), ("legacy", 5))]
+    assert T.tls_prune([plan], link, found) == [versions + "/0000000000000002", versions + "/legacy"]
+    # A run that changes nothing removes nothing more: the previous set stays the newest other one.
+    assert T.tls_prune([plan], link, found[:2]) == []
     # A plain folder of version 0.1 (moved aside to legacy in this run) is the previous one.
-    assert T.tls_prune([plan], [{"item": plan, "stat": {"isdir": True, "islnk": False}}], found) == [
-        versions + "/0000000000000001", versions + "/0000000000000002"]
+    plain = [{"item": plan, "stat": {"isdir": True, "islnk": False}}]
+    assert T.tls_prune([plan], plain, found) == [versions + "/0000000000000001", versions + "/0000000000000002"]
+    # Other folders' versions are never touched.
+    assert T.tls_prune([plan], link, [{"path": "/etc/other/tls.d/0000000000000009", "mtime": 1}]) == []
