@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 
-from conftest import PLAYBOOKS, REPO, run_playbook
+from integration_support import PLAYBOOKS, REPO, run_playbook
 
 CHECK = REPO / "playbooks" / "check.yml"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import tarfile
 
-from conftest import LOCALHOST, REPO, ansible_env
+from integration_support import LOCALHOST, REPO, ansible_env
 
 VENV = REPO / ".venv" / "bin"
 

@@ -14,12 +14,10 @@ naming the lock, having written nothing.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import stat
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,29 +26,11 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from integration_support import COLLECTIONS, MODULES, PLAYBOOKS, PYTHON, leaf_entries, run_playbook
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _io
 
 
-def _helpers():
-    """tests/integration/conftest.py, also when one pytest session collects tests/unit too (as in
-    test_rotate_schedule.py: both folders' conftest.py are module `conftest`)."""
-    here = Path(__file__).resolve().with_name("conftest.py")
-    loaded = sys.modules.get("conftest")
-    if loaded is not None and Path(loaded.__file__).resolve() == here:
-        return loaded
-    spec = importlib.util.spec_from_file_location("_integration_conftest", here)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_conftest = _helpers()
 pytestmark = pytest.mark.slow
-PLAYBOOKS, REPO, run_playbook = _conftest.PLAYBOOKS, _conftest.REPO, _conftest.run_playbook
-MODULES = REPO / "plugins" / "modules"
-COLLECTIONS = REPO / ".build" / "collections"
-PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 
 
 # ---------------------------------------------------------------- running modules
@@ -97,20 +77,6 @@ def ca_args(root, **extra):
     args = {"key_path": "%s/ca/ca.key" % root, "cert_path": "%s/ca/ca.crt" % root, "key_type": "ecdsa"}
     args.update(extra)
     return args
-
-
-def leaf_entries(root, count, **extra):
-    entries = [dict(name="gateway", profile="client", key_path="%s/gateway/client.key" % root,
-                    cert_path="%s/gateway/client.crt" % root, ca_copy_path="%s/gateway/ca.crt" % root,
-                    subject="/CN=mcp-gateway-client/O=MCPGateway/OU=Gateway", **extra)]
-    for index in range(count - 1):
-        name = "Plugin%02d" % index
-        entries.append(dict(name=name, key_path="%s/plugins/%s/server.key" % (root, name),
-                            cert_path="%s/plugins/%s/server.crt" % (root, name),
-                            ca_copy_path="%s/plugins/%s/ca.crt" % (root, name),
-                            subject="/CN=mcp-plugin-%s/O=MCPGateway/OU=Plugins" % name,
-                            sans=["DNS:%s" % name, "DNS:mcp-plugin-%s" % name, "DNS:localhost"], **extra))
-    return entries
 
 
 def set_args(root, entries, signing="ca", trust=(), **extra):

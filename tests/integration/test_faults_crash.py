@@ -33,7 +33,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -42,14 +41,11 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from integration_support import COLLECTIONS, MODULES, PYTHON, leaf_entries
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _pki as P
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _rotation as R
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
-MODULES = REPO / "plugins" / "modules"
-COLLECTIONS = REPO / ".build" / "collections"
-PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 SEED = 20261202
 LEAVES = 20              # RSA-2048 leaves of the big runs: about 2 s of key generation on 2 cores
 TEMP_RE = re.compile(r"^\.(?P<base>.+)\.[A-Za-z0-9_]{8}\.tmp$")
@@ -357,21 +353,6 @@ class Tree:
             finally:
                 ca_file.unlink()
             assert out.returncode == 0 and out.stdout.count(": OK") == len(certs), out.stdout + out.stderr
-
-
-def leaf_entries(root, count, **extra):
-    """The gateway client and COUNT-1 plugin servers, as certificate_set entries (upstream layout)."""
-    entries = [dict(name="gateway", profile="client", key_path="%s/gateway/client.key" % root,
-                    cert_path="%s/gateway/client.crt" % root, ca_copy_path="%s/gateway/ca.crt" % root,
-                    subject="/CN=mcp-gateway-client/O=MCPGateway/OU=Gateway", **extra)]
-    for index in range(count - 1):
-        name = "Plugin%02d" % index
-        entries.append(dict(name=name, key_path="%s/plugins/%s/server.key" % (root, name),
-                            cert_path="%s/plugins/%s/server.crt" % (root, name),
-                            ca_copy_path="%s/plugins/%s/ca.crt" % (root, name),
-                            subject="/CN=mcp-plugin-%s/O=MCPGateway/OU=Plugins" % name,
-                            sans=["DNS:%s" % name, "DNS:mcp-plugin-%s" % name, "DNS:localhost"], **extra))
-    return entries
 
 
 def leaf_layout(entries, root):

@@ -27,41 +27,21 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
 import stat
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
+from integration_support import COLLECTIONS, MODULES, PLAYBOOKS, PYTHON, REPO, ansible_env
 
 
-def _helpers():
-    """tests/integration/conftest.py, also when one pytest session collects tests/unit too."""
-    here = Path(__file__).resolve().with_name("conftest.py")
-    loaded = sys.modules.get("conftest")
-    if loaded is not None and Path(loaded.__file__).resolve() == here:
-        return loaded
-    spec = importlib.util.spec_from_file_location("_integration_conftest", here)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_conftest = _helpers()
-REPO, PLAYBOOKS, ansible_env = _conftest.REPO, _conftest.PLAYBOOKS, _conftest.ansible_env
-
-PYTHON = str(REPO / ".venv" / "bin" / "python")
 ANSIBLE_PLAYBOOK = str(REPO / ".venv" / "bin" / "ansible-playbook")
-MODULES = REPO / "plugins" / "modules"
-COLLECTIONS = REPO / ".build" / "collections"
 ROLE_MAIN = PLAYBOOKS / "faults_role_main.yml"
 ROLE_PREFLIGHT = PLAYBOOKS / "faults_role_preflight.yml"
 ROTATE = REPO / "playbooks" / "rotate.yml"

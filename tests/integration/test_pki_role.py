@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from conftest import PLAYBOOKS, run_playbook, tree_digest
+from integration_support import PLAYBOOKS, run_playbook, tree_digest
 
 PKI = PLAYBOOKS / "pki.yml"
 FAST = {"pki_key_type": "ecdsa"}  # P-256 keeps most tests quick; RSA-4096 (the default) has its own test

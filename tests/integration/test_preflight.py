@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from conftest import PLAYBOOKS, run_playbook
+from integration_support import PLAYBOOKS, run_playbook
 
 GOOD = {"name": "Alpha", "port": 8000, "kind": "pkg.mod.Cls", "hooks": ["tool_pre_invoke"]}
 

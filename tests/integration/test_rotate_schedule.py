@@ -8,36 +8,18 @@ systemd mode needs systemd as PID 1: tests/unit/roles/test_rotate_schedule_units
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
 import signal
 import stat
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from integration_support import PLAYBOOKS, REPO, run_playbook
 
-
-def _helpers():
-    """tests/integration/conftest.py, also when one pytest session collects tests/unit too: both
-    folders' conftest.py are module `conftest`, and the unit one may be the one imported."""
-    here = Path(__file__).resolve().with_name("conftest.py")
-    loaded = sys.modules.get("conftest")
-    if loaded is not None and Path(loaded.__file__).resolve() == here:
-        return loaded
-    spec = importlib.util.spec_from_file_location("_integration_conftest", here)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-_conftest = _helpers()
-PLAYBOOKS, REPO, run_playbook = _conftest.PLAYBOOKS, _conftest.REPO, _conftest.run_playbook
 
 SCHEDULE = REPO / "playbooks" / "schedule_rotation.yml"
 CHECK = REPO / "playbooks" / "check.yml"
@@ -256,8 +238,12 @@ def test_timeout_kills_the_run_and_records_a_failure(base, inventory):
     assert proc.returncode == 124 and "killed after the timeout of 3s" in proc.stderr, proc.stdout + proc.stderr
     assert time.time() - t0 < 60
     assert last_run(base)["status"] == "failed" and last_run(base)["rc"] == 124
-    # timeout(1) killed the whole process group: no ansible-playbook, no `sleep 120` left
-    assert subprocess.run(["pgrep", "-f", f"^sleep 120$|{slow}"], check=False).returncode == 1
+    # timeout(1) killed the whole process group: no ansible-playbook, no `sleep 120` left (they get a
+    # few seconds to exit after the signal; a leak would still be running long after).
+    deadline = time.monotonic() + 15
+    while subprocess.run(["pgrep", "-f", f"^sleep 120$|{slow}"], check=False).returncode != 1:
+        assert time.monotonic() < deadline, "processes of the killed run are still running"
+        time.sleep(0.5)
 
 
 def test_default_playbook_is_the_collections_rotate_yml(base, inventory):

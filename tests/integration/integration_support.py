@@ -1,4 +1,8 @@
-"""Helpers for integration tests: real ansible-playbook runs against this machine (and the lab)."""
+"""Helpers for integration tests: real ansible-playbook runs and module processes on this machine.
+
+A module of its own (not conftest): test files import it by this unique name, which also works when one
+pytest session collects tests/unit (whose conftest would shadow `conftest`).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,17 @@ import json
 import os
 import re
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
 LOCALHOST = Path(__file__).resolve().parent / "inventory" / "localhost.ini"
+MODULES = REPO / "plugins" / "modules"
+COLLECTIONS = REPO / ".build" / "collections"
+PYTHON = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv" / "bin" / "python").exists() else sys.executable
 _RECAP = re.compile(
     r"^(?P<host>\S+)\s*:\s*ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+unreachable=(?P<unreachable>\d+)"
     r"\s+failed=(?P<failed>\d+)",
@@ -65,11 +72,6 @@ def run_playbook(playbook, extra_vars=None, inventory=None, check=False, diff=Fa
     return Run(proc.returncode, out, recap)
 
 
-@pytest.fixture
-def playbook():
-    return run_playbook
-
-
 def tree_digest(root: Path):
     """{relative path: (sha256, mode)} of every file below root."""
     import hashlib
@@ -79,3 +81,18 @@ def tree_digest(root: Path):
         if path.is_file():
             out[str(path.relative_to(root))] = (hashlib.sha256(path.read_bytes()).hexdigest(), oct(path.stat().st_mode & 0o777))
     return out
+
+
+def leaf_entries(root, count, **extra):
+    """The gateway client and COUNT-1 plugin servers, as certificate_set entries (upstream layout)."""
+    entries = [dict(name="gateway", profile="client", key_path="%s/gateway/client.key" % root,
+                    cert_path="%s/gateway/client.crt" % root, ca_copy_path="%s/gateway/ca.crt" % root,
+                    subject="/CN=mcp-gateway-client/O=MCPGateway/OU=Gateway", **extra)]
+    for index in range(count - 1):
+        name = "Plugin%02d" % index
+        entries.append(dict(name=name, key_path="%s/plugins/%s/server.key" % (root, name),
+                            cert_path="%s/plugins/%s/server.crt" % (root, name),
+                            ca_copy_path="%s/plugins/%s/ca.crt" % (root, name),
+                            subject="/CN=mcp-plugin-%s/O=MCPGateway/OU=Plugins" % name,
+                            sans=["DNS:%s" % name, "DNS:mcp-plugin-%s" % name, "DNS:localhost"], **extra))
+    return entries
