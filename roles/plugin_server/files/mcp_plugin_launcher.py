@@ -25,8 +25,11 @@ in-process with a few targeted, version-checked patches:
 * defect 7: the plain-HTTP health server (port + 1000) binds to the same host
   as the mTLS server.  It is bound to ``--health-host`` (default 127.0.0.1)
   while the mTLS port keeps ``server_settings.host``.
-* TLS 1.2 is the minimum protocol version on the mTLS port (uvicorn's
-  ``ssl_context_factory`` hook).
+* TLS policy on the mTLS port (uvicorn's ``ssl_context_factory`` hook): TLS 1.2
+  is the lowest version (``MCP_PLUGIN_TLS_MIN_VERSION``: TLSv1.2 or TLSv1.3) and
+  the TLS 1.2 cipher suites are ``MCP_PLUGIN_TLS_CIPHERS`` (OpenSSL syntax,
+  default: ECDHE with AES-GCM or ChaCha20-Poly1305 only; uvicorn's default
+  "TLSv1" would also offer CBC and RSA key exchange without forward secrecy).
 * defect 5 (no certificate reload, so a rotation is a restart): when systemd
   passes the listening socket (socket activation, ``mcp-plugin@NAME.socket``),
   the mTLS server serves on that socket instead of binding its own.  systemd
@@ -56,7 +59,7 @@ import ssl
 import sys
 import types
 
-LAUNCHER_VERSION = "1.1.0"
+LAUNCHER_VERSION = "1.2.0"
 RUNTIME_MODULE = "cpex.framework.external.mcp.server.runtime"
 TESTED_CPEX_VERSION = "0.1.4"
 # SHA-256 of inspect.getsource() of the cpex 0.1.4 code the patches depend on.
@@ -73,6 +76,10 @@ HEALTH_PORT_OFFSET = 1000
 KEY_PASSWORD_ENV = "PLUGINS_SERVER_SSL_KEYFILE_PASSWORD"
 CONFIG_ENV = "PLUGINS_CONFIG_PATH"
 GRACEFUL_ENV = "MCP_PLUGIN_GRACEFUL_TIMEOUT"
+CIPHERS_ENV = "MCP_PLUGIN_TLS_CIPHERS"
+MIN_VERSION_ENV = "MCP_PLUGIN_TLS_MIN_VERSION"
+DEFAULT_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+MIN_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 SD_LISTEN_FDS_START = 3
 KIND_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
@@ -367,18 +374,44 @@ def verify_cpex(runtime) -> None:
         log.warning("cpex %s: patched code is identical to %s, continuing", version, TESTED_CPEX_VERSION)
 
 
-def _tls12_factory(config, default_factory):
-    context = default_factory()
-    if context.minimum_version < ssl.TLSVersion.TLSv1_2:
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if context.verify_mode != ssl.CERT_REQUIRED:
-        raise LauncherError("uvicorn built a TLS context that does not require client certificates", code=3)
-    return context
+def tls_policy(env) -> dict:
+    """The TLS policy of the mTLS port from the environment, checked (lowest version, TLS 1.2 ciphers)."""
+    version = env.get(MIN_VERSION_ENV, "") or "TLSv1.2"
+    if version not in MIN_VERSIONS:
+        raise LauncherError(f"{MIN_VERSION_ENV}={version!r} must be one of {', '.join(MIN_VERSIONS)}")
+    ciphers = env.get(CIPHERS_ENV, "") or DEFAULT_CIPHERS
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        probe.set_ciphers(ciphers)
+    except ssl.SSLError:
+        raise LauncherError(f"{CIPHERS_ENV}={ciphers!r} selects no cipher OpenSSL knows (see `openssl ciphers -v`)") from None
+    weak = sorted(c["name"] for c in probe.get_ciphers()
+                  if c["protocol"] != "TLSv1.3" and (c["kea"] not in ("kx-ecdhe", "kx-dhe") or not c["aead"]
+                                                     or c["auth"] == "auth-null"))
+    if weak:
+        raise LauncherError(f"{CIPHERS_ENV}={ciphers!r} selects suites without forward secrecy, authentication "
+                            f"or an AEAD cipher: {', '.join(weak)}; use e.g. {DEFAULT_CIPHERS}")
+    return {"minimum_version": MIN_VERSIONS[version], "ciphers": ciphers}
+
+
+def _tls_factory(policy):
+    """uvicorn's ssl_context_factory: its context, with the policy applied and client certificates required."""
+
+    def factory(config, default_factory):
+        context = default_factory()
+        context.minimum_version = max(context.minimum_version, policy["minimum_version"])  # never below TLS 1.2
+        context.set_ciphers(policy["ciphers"])
+        if context.verify_mode != ssl.CERT_REQUIRED:
+            raise LauncherError("uvicorn built a TLS context that does not require client certificates", code=3)
+        return context
+
+    return factory
 
 
 def install_patches(runtime, health_host: str, key_password: str | None, state: dict,
-                    listen_socket=None, stop_timeout: float = 5.0) -> None:
+                    listen_socket=None, stop_timeout: float = 5.0, policy=None) -> None:
     """Patch the runtime's server class in place (after verify_cpex)."""
+    policy = policy or tls_policy({})
     import uvicorn
 
     if "ssl_context_factory" not in inspect.signature(uvicorn.Config).parameters:
@@ -402,11 +435,13 @@ def install_patches(runtime, health_host: str, key_password: str | None, state: 
             raise LauncherError("client certificates are not required; refusing", code=3)
         if key_password and not ssl_config.get("ssl_keyfile_password"):
             ssl_config["ssl_keyfile_password"] = key_password
-        ssl_config["ssl_context_factory"] = _tls12_factory
+        ssl_config["ssl_context_factory"] = _tls_factory(policy)
         ssl_config["timeout_graceful_shutdown"] = stop_timeout
         log.info(
-            "launcher %s: mTLS on %s:%s (client certificate required, TLS >= 1.2%s), health on %s:%s",
+            "launcher %s: mTLS on %s:%s (client certificate required, %s or later, TLS 1.2 ciphers %s%s), "
+            "health on %s:%s",
             LAUNCHER_VERSION, self.server_config.host, self.server_config.port,
+            policy["minimum_version"].name.replace("_", "."), policy["ciphers"],
             ", socket from systemd" if listen_socket is not None else "",
             health_host, health_port(self.server_config.port),
         )
@@ -520,13 +555,14 @@ def main(argv=None) -> int:
 
         runtime = import_module(RUNTIME_MODULE)
         verify_cpex(runtime)
+        policy = tls_policy(os.environ)
         if args.check:
             print(f"{config_path}: ok (cpex {_cpex_version()}, launcher {LAUNCHER_VERSION})")
             return 0
         state = {"serving": False}
         settings = preflight_data["server_settings"]
         listen_socket = take_activated_socket(settings["host"], settings["port"])
-        install_patches(runtime, args.health_host, key_password, state, listen_socket, graceful_timeout(os.environ))
+        install_patches(runtime, args.health_host, key_password, state, listen_socket, graceful_timeout(os.environ), policy)
         asyncio.run(runtime.run())
         if not state["serving"]:
             log.error("the cpex runtime ended without serving (plugin initialization failed?)")

@@ -6,6 +6,7 @@ import copy
 import importlib.util
 import os
 import pathlib
+import re
 import ssl
 import types
 
@@ -186,20 +187,41 @@ def test_verify_cpex_refuses_missing_class(launcher):
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-def test_tls12_factory_raises_minimum(launcher):
+@pytest.mark.parametrize("env, minimum", [({}, "TLSv1_2"), ({"MCP_PLUGIN_TLS_MIN_VERSION": "TLSv1.3"}, "TLSv1_3")])
+def test_tls_factory_raises_minimum_and_sets_ciphers(launcher, env, minimum):
     def default_factory():
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1
+        context.set_ciphers("ALL:@SECLEVEL=0")
         context.verify_mode = ssl.CERT_REQUIRED
         return context
 
-    context = launcher._tls12_factory(None, default_factory)
-    assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    context = launcher._tls_factory(launcher.tls_policy(env))(None, default_factory)
+    assert context.minimum_version == getattr(ssl.TLSVersion, minimum)
+    tls12 = {c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"}
+    assert tls12 and all(name.startswith("ECDHE-") and ("GCM" in name or "CHACHA20" in name) for name in tls12), tls12
 
 
-def test_tls12_factory_requires_client_certs(launcher):
+def test_tls_factory_requires_client_certs(launcher):
     with pytest.raises(launcher.LauncherError):
-        launcher._tls12_factory(None, lambda: ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+        launcher._tls_factory(launcher.tls_policy({}))(None, lambda: ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+
+
+def test_tls_policy_accepts_a_stricter_cipher_list(launcher):
+    policy = launcher.tls_policy({"MCP_PLUGIN_TLS_CIPHERS": "ECDHE+AESGCM"})
+    assert policy["ciphers"] == "ECDHE+AESGCM"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"MCP_PLUGIN_TLS_MIN_VERSION": "TLSv1.1"}, "MCP_PLUGIN_TLS_MIN_VERSION='TLSv1.1' must be one of TLSv1.2, TLSv1.3"),
+    ({"MCP_PLUGIN_TLS_CIPHERS": "NO-SUCH-CIPHER"}, "selects no cipher"),
+    ({"MCP_PLUGIN_TLS_CIPHERS": "AES128-GCM-SHA256"}, "without forward secrecy"),
+    ({"MCP_PLUGIN_TLS_CIPHERS": "ECDHE+AESGCM:ECDHE-RSA-AES128-SHA"}, "ECDHE-RSA-AES128-SHA"),
+    ({"MCP_PLUGIN_TLS_CIPHERS": "aNULL:@SECLEVEL=0"}, "MCP_PLUGIN_TLS_CIPHERS"),
+])
+def test_tls_policy_refuses(launcher, env, message):
+    with pytest.raises(launcher.LauncherError, match=re.escape(message)):
+        launcher.tls_policy(env)
 
 
 def test_main_without_config_fails(launcher, monkeypatch):
