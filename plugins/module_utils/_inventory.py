@@ -145,16 +145,22 @@ def pki_leaves(entries, pki_dir, plugin_subject_prefix="mcp-plugin-",
     return leaves
 
 
-def pki_tree(plugin_dirs, pki_dir):
-    """The certificates of an existing tree, for reports: CA, gateway, then each plugin folder found."""
+def pki_tree(plugin_dirs, pki_dir, gateway_passphrase="", plugin_passphrase=""):
+    """The certificates of an existing tree, for reports: CA, gateway, then each plugin folder found.
+
+    The passphrases (those of role pki) let certificate_info open encrypted keys to match them.
+    """
     pki_dir = pki_dir.rstrip("/")
-    tree = [
-        {"name": "ca", "cert_path": f"{pki_dir}/ca/ca.crt"},
-        {"name": "gateway", "cert_path": f"{pki_dir}/gateway/client.crt", "key_path": f"{pki_dir}/gateway/client.key"},
-    ]
+    gateway = {"name": "gateway", "cert_path": f"{pki_dir}/gateway/client.crt", "key_path": f"{pki_dir}/gateway/client.key"}
+    if gateway_passphrase:
+        gateway["passphrase"] = gateway_passphrase
+    tree = [{"name": "ca", "cert_path": f"{pki_dir}/ca/ca.crt"}, gateway]
     for folder in sorted(str(d).rstrip("/") for d in plugin_dirs or []):
         name = folder.rsplit("/", 1)[-1]
-        tree.append({"name": name, "cert_path": f"{folder}/server.crt", "key_path": f"{folder}/server.key"})
+        leaf = {"name": name, "cert_path": f"{folder}/server.crt", "key_path": f"{folder}/server.key"}
+        if plugin_passphrase:
+            leaf["passphrase"] = plugin_passphrase
+        tree.append(leaf)
     return tree
 
 

@@ -9,11 +9,13 @@ would not even offer the protocol), so a down or misconfigured server cannot mak
 
   mtls_checks.py remote --name N --url https://mcp-plugin-N:8000/mcp --cert C --key K --ca CA [--foreign-cert F --foreign-key FK]
   mtls_checks.py local  --name N --port 8000
-  mtls_checks.py ca-key --ca-cert /path/ca.crt(on this host) DIR...
+  mtls_checks.py ca-key --ca-cert /path/ca.crt(on this host) [--ca-key-digest SHA256]... DIR...
+  mtls_checks.py key-digests KEYFILE...   (on the controller: the digests for --ca-key-digest)
   mtls_checks.py gateway-service --unit mcpgateway.service --plugin NAME...
 """
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -126,11 +128,32 @@ def local(args):
     return results
 
 
+def key_body_digests(data):
+    """sha256 of the base64 body of each PEM private key in data (headers and line breaks ignored), so a
+    copy of a key is recognised whatever its line endings and even when it is encrypted."""
+    digests = []
+    for body in re.findall(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----(.*?)-----END [A-Z ]*PRIVATE KEY-----", data, re.S):
+        lines = [line.strip() for line in body.splitlines() if line.strip() and b":" not in line]
+        digests.append(hashlib.sha256(b"".join(lines)).hexdigest())
+    return digests
+
+
+def key_digests(args):
+    """The key body digests of the given files (run on the controller for the CA keys)."""
+    out = []
+    for path in args.paths:
+        with open(path, "rb") as handle:
+            out.extend(key_body_digests(handle.read()))
+    return out
+
+
 def ca_key(args):
-    """Look for the CA's private key: any PEM private key on the host whose public key is the CA's."""
+    """Look for the CA's private key: any PEM private key on the host whose public key is the CA's, or
+    whose body is that of a CA key on the controller (--ca-key-digest; this also finds encrypted copies)."""
     rc, ca_pub = run(["openssl", "x509", "-in", args.ca_cert, "-noout", "-pubkey"])
     if rc != 0:
         return [check("ca_certificate_readable", False, f"{args.ca_cert} parses", ca_pub[:200])]
+    known = set(args.ca_key_digest or [])
     found, scanned, encrypted = [], 0, []
     for top in args.dirs:
         for root, dirs, files in os.walk(top):
@@ -147,6 +170,9 @@ def ca_key(args):
                 if b"PRIVATE KEY-----" not in data:
                     continue
                 scanned += 1
+                if known.intersection(key_body_digests(data)):
+                    found.append(path)
+                    continue
                 if b"ENCRYPTED" in data:
                     encrypted.append(path)
                     continue
@@ -154,7 +180,8 @@ def ca_key(args):
                 if rc == 0 and pub.strip() == ca_pub.strip():
                     found.append(path)
     return [check("no_ca_private_key_on_host", not found, "no file holds the CA private key",
-                  f"scanned {scanned} private keys; CA key found in {found}; encrypted (not compared): {encrypted}")]
+                  f"scanned {scanned} private keys; CA key found in {found}; encrypted, compared by content only "
+                  f"({len(known)} CA key(s) known): {encrypted}")]
 
 
 def gateway_service(args):
@@ -191,8 +218,14 @@ def main():
     g.add_argument("--plugin", action="append", default=[])
     c = sub.add_parser("ca-key")
     c.add_argument("--ca-cert", required=True)
+    c.add_argument("--ca-key-digest", action="append", default=[])
     c.add_argument("dirs", nargs="+")
+    d = sub.add_parser("key-digests")
+    d.add_argument("paths", nargs="+")
     args = parser.parse_args()
+    if args.mode == "key-digests":
+        print(json.dumps(key_digests(args)))
+        return
     results = {"remote": remote, "local": local, "ca-key": ca_key, "gateway-service": gateway_service}[args.mode](args)
     for item in results:
         item["target"] = getattr(args, "name", "host")

@@ -115,6 +115,13 @@ def test_pki_tree():
     tree = inv.pki_tree(["/p/plugins/B/", "/p/plugins/A"], "/p")
     assert [t["name"] for t in tree] == ["ca", "gateway", "A", "B"]
     assert tree[2] == {"name": "A", "cert_path": "/p/plugins/A/server.crt", "key_path": "/p/plugins/A/server.key"}
+    assert all("passphrase" not in t for t in tree)
+
+
+def test_pki_tree_passes_the_passphrases_of_encrypted_keys():
+    tree = inv.pki_tree(["/p/plugins/A"], "/p", "gw-pass", "plug-pass")
+    assert [t.get("passphrase") for t in tree] == [None, "gw-pass", "plug-pass"]
+    assert [t.get("passphrase") for t in inv.pki_tree(["/p/plugins/A"], "/p", "", "plug-pass")] == [None, None, "plug-pass"]
 
 
 @pytest.mark.parametrize("plugins, expected", [
