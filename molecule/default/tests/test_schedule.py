@@ -399,9 +399,14 @@ def test_auto_mode_installs_a_running_timer_on_a_systemd_host(controller):
     service = props(SERVICE, "Type", "ExecStart", "ProtectSystem", "PrivateTmp", "ReadWritePaths", "ActiveState",
                     "SuccessExitStatus")
     assert service["Type"] == "oneshot" and f"argv[]={WRAPPER} --now" in service["ExecStart"], service
-    assert (service["ProtectSystem"], service["PrivateTmp"]) == ("full", "yes"), service
-    assert {f"-{LOG_DIR}", "-/run", f"-{INV_DIR}"} <= set(service["ReadWritePaths"].split()), service
+    # Strict hardening (the default), and the real run below passes under it.
+    assert (service["ProtectSystem"], service["PrivateTmp"]) == ("strict", "yes"), service
+    assert {f"-{LOG_DIR}", "-/run", f"-{INV_DIR}", "-/root/.ansible", "-/root/.ssh"} <= set(service["ReadWritePaths"].split()), service
     assert service["SuccessExitStatus"].split()[:1] == ["75"], service
+    analyzed = sh(q("systemd-analyze", "security", SERVICE, "--no-pager")).stdout
+    exposure = float(re.search(r"Overall exposure level for \S+: ([0-9.]+)", analyzed).group(1))
+    say(f"systemd-analyze security {SERVICE}: {exposure}")
+    assert exposure <= 3.0, analyzed[-600:]
     # Installing never runs the job.
     assert service["ActiveState"] == "inactive" and run_logs() == [] and not exists(LAST_RUN), service
 

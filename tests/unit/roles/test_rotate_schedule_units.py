@@ -26,6 +26,7 @@ from ansible.plugins.test.files import TestModule as FileTests
 
 ROLE = Path(__file__).resolve().parents[3] / "roles" / "rotate_schedule"
 INVENTORY = "/srv/mcp/inventory/hosts.yml"
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 
 
 def _environment(cls):
@@ -143,14 +144,41 @@ def test_service_is_a_hardened_oneshot_of_the_wrapper(units):
     assert one(svc, "ExecStart") == "/usr/local/sbin/mcp-mtls-rotate --now"  # the timer does the random delay
     assert one(svc, "SuccessExitStatus") == "75"  # skipped because a manual run held the lock
     assert one(svc, "TimeoutStartSec") == str(3600 + 300)
-    assert one(svc, "ProtectSystem") == "full"  # at most full: strict would make /var and the PKI tree read-only
+    # Default: strict. Read-only system and home but for what the job writes; no new privileges.
+    assert (one(svc, "ProtectSystem"), one(svc, "ProtectHome")) == ("strict", "read-only")
+    assert svc["ReadWritePaths"] == ["-/var/log/mcp-mtls-rotate", "-/run", "-/srv/mcp/inventory", "-%h/.ansible", "-%h/.ssh"]
+    for key in ("NoNewPrivileges", "PrivateTmp", "PrivateDevices", "RestrictSUIDSGID", "ProtectKernelTunables",
+                "ProtectControlGroups", "RestrictNamespaces", "MemoryDenyWriteExecute", "LockPersonality"):
+        assert one(svc, key) == "yes", key
+    assert one(svc, "CapabilityBoundingSet").split() == ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH",
+                                                         "CAP_FOWNER", "CAP_FSETID"]
+    assert one(svc, "SystemCallFilter") == "@system-service"
+    assert "User" not in svc  # root: the PKI tree and root's SSH keys
+
+
+def test_compatible_hardening_keeps_sudo_and_podman_working():
+    svc = parse_unit(render("mcp-mtls-rotate.service.j2", rotate_schedule_hardening="compatible"))["Service"]
+    assert one(svc, "ProtectSystem") == "full"  # at most full: strict would make /var (podman state) read-only
     assert one(svc, "PrivateTmp") == "yes"
     assert one(svc, "ProtectKernelModules") == "yes" and one(svc, "ProtectKernelLogs") == "yes"
-    # The job is ansible-playbook as root: sudo (setuid) and root's ~/.ssh must keep working.
+    # sudo (setuid), podman (namespaces, capabilities) and root's ~/.ssh must keep working.
     for absent in ("NoNewPrivileges", "ProtectHome", "User", "CapabilityBoundingSet", "SystemCallFilter",
                    "PrivateDevices", "RestrictNamespaces", "ProtectClock"):
         assert absent not in svc, absent
     assert svc["ReadWritePaths"] == ["-/var/log/mcp-mtls-rotate", "-/run", "-/srv/mcp/inventory"]
+
+
+@pytest.mark.skipif(not SYSTEMD_ANALYZE, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("hardening, most", [("strict", 3.0), ("compatible", 9.0)])
+def test_exposure_of_the_service(tmp_path, hardening, most):
+    unit = tmp_path / "mcp-mtls-rotate.service"
+    unit.write_text(render("mcp-mtls-rotate.service.j2", rotate_schedule_hardening=hardening))
+    proc = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=true", "--no-pager", str(unit)],
+                          capture_output=True, text=True, check=False)
+    found = re.search(r"Overall exposure level for \S+: ([0-9.]+)", proc.stdout)
+    assert found, proc.stdout[-500:] + proc.stderr[-500:]
+    print(f"{hardening}: exposure {found.group(1)}")
+    assert float(found.group(1)) <= most, proc.stdout[-2000:]
 
 
 def test_service_and_timer_follow_the_settings():
@@ -161,10 +189,8 @@ def test_service_and_timer_follow_the_settings():
     svc = parse_unit(render("mcp-mtls-rotate.service.j2", rotate_schedule_timeout=0, rotate_schedule_wrapper="/opt/r",
                             rotate_schedule_read_write_paths=["/etc/mcpgateway", "", "/var/log/mcp-mtls-rotate"]))["Service"]
     assert one(svc, "TimeoutStartSec") == "infinity" and one(svc, "ExecStart") == "/opt/r --now"
-    assert svc["ReadWritePaths"] == ["-/var/log/mcp-mtls-rotate", "-/run", "-/etc/mcpgateway"]
+    assert svc["ReadWritePaths"] == ["-/var/log/mcp-mtls-rotate", "-/run", "-/etc/mcpgateway", "-%h/.ansible", "-%h/.ssh"]
 
-
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 
 
 @pytest.mark.skipif(not SYSTEMD_ANALYZE, reason="systemd-analyze is not installed")
