@@ -528,6 +528,8 @@ def parse_args(argv):
     )
     parser.add_argument("--check", action="store_true", help="check the configuration and cpex, then exit")
     parser.add_argument("--no-file-checks", action="store_true", help="with --check: skip TLS file checks")
+    parser.add_argument("--check-tls-policy", action="store_true",
+                        help=f"check ${MIN_VERSION_ENV} and ${CIPHERS_ENV} only (no config, no cpex), then exit")
     parser.add_argument("--version", action="version", version=f"%(prog)s {LAUNCHER_VERSION}")
     return parser.parse_args(argv)
 
@@ -536,6 +538,10 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s - %(name)s - %(levelname)s - %(message)s", stream=sys.stderr)
     try:
+        if args.check_tls_policy:
+            policy = tls_policy(os.environ)
+            print(f"TLS policy ok: {policy['minimum_version'].name.replace('_', '.')} or later, TLS 1.2 ciphers {policy['ciphers']}")
+            return 0
         if not args.config:
             raise LauncherError(f"no plugin config: set {CONFIG_ENV} or pass --config")
         config_path = os.path.abspath(args.config)
