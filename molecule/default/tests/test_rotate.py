@@ -12,22 +12,14 @@ import os
 import re
 import subprocess
 import time
-from pathlib import Path
 
-import testinfra
+from molecule_support import GATEWAY, PKI, PROBE, REPO, REPORT, controller_leaves, host
+from molecule_support import fingerprint as controller_fingerprint
+from molecule_support import served as _served
 
-GATEWAY = "mcp-mol-gw"
 PLUGIN_HOSTS = {"mcp-mol-plug1": ["MolGuard"], "mcp-mol-plug2": ["MolWords", "MolEcho"]}
 PLUGINS = {name: h for h, names in PLUGIN_HOSTS.items() for name in names}
-REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
-PKI = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "certs/mcp"
-REPORT = PKI.parent / "rotate-report.json"
-PROBE = "/usr/local/bin/mcp-mtls-probe"
 STOP, SUMMARY = "/tmp/rotate-loop.stop", "/tmp/rotate-loop.json"
-
-
-def host(name):
-    return testinfra.get_host(f"podman://{name}")
 
 
 def rotate(*args, timeout=2400):
@@ -56,21 +48,8 @@ def changed_tasks(out):
 
 
 def served():
-    """sha256 of the certificate each plugin serves, as the gateway side sees it (one-shot probe)."""
-    run = host(GATEWAY).run(f"runuser -u mcpgateway -- {PROBE} --no-hook")
-    lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    assert run.rc == 0, run.stdout + run.stderr
-    return {line["name"]: line["server_cert_sha256"] for line in lines}
-
-
-def controller_fingerprint(path):
-    out = subprocess.run(["openssl", "x509", "-in", str(path), "-noout", "-fingerprint", "-sha256"],
-                         capture_output=True, text=True, check=True).stdout
-    return out.strip().split("=", 1)[1].replace(":", "").lower()
-
-
-def controller_leaves():
-    return {name: controller_fingerprint(PKI / f"plugins/{name}/server.crt") for name in PLUGINS}
+    """sha256 of the certificate each plugin serves, as the gateway side sees it (every plugin must answer)."""
+    return _served(every=True)
 
 
 def pids():
@@ -180,10 +159,8 @@ def test_failed_gate_stops_the_rollout_and_a_rerun_resumes():
 
 
 def served_partial():
-    """Like served(), but tolerates plugins that are down (the probe then exits 1)."""
-    run = host(GATEWAY).run(f"runuser -u mcpgateway -- {PROBE} --no-hook")
-    lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
-    return {line["name"]: line["server_cert_sha256"] for line in lines if line.get("ok")}
+    """Like served(), but tolerates plugins that are down."""
+    return _served()
 
 
 def test_ca_rotation_with_overlapping_trust_refuses_no_call_and_is_idempotent():

@@ -1,0 +1,89 @@
+"""Helpers of the molecule tests that run playbooks against the converged hosts (not a test module)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import testinfra
+import yaml
+
+GATEWAY = "mcp-mol-gw"
+PLUGIN_HOSTS = {"mcp-mol-plug1": {"MolGuard": 8000}, "mcp-mol-plug2": {"MolWords": 8000, "MolEcho": 8100}}
+PLUGINS = {name: h for h, names in PLUGIN_HOSTS.items() for name in names}
+REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+PKI = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "certs/mcp"
+REPORT = PKI.parent / "rotate-report.json"
+PROBE = "/usr/local/bin/mcp-mtls-probe"
+
+
+def group_vars():
+    """The group_vars of `all` of the molecule inventory (molecule.yml's), e.g. the passphrases."""
+    path = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "inventory/group_vars/all"
+    return yaml.safe_load(path.read_text())
+
+
+def host(name):
+    return testinfra.get_host(f"podman://{name}")
+
+
+def playbook(path, *args, timeout=2400, env=None):
+    """ansible-playbook PATH against the molecule inventory; the CompletedProcess, its duration printed."""
+    run_env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", **(env or {}))
+    cmd = [str(REPO / ".venv/bin/ansible-playbook"), "-i", run_env["MOLECULE_INVENTORY_FILE"], str(REPO / path), *args]
+    started = time.monotonic()
+    run = subprocess.run(cmd, cwd=REPO, env=run_env, capture_output=True, text=True, timeout=timeout, check=False)
+    run.seconds = time.monotonic() - started
+    print(f"{path} {' '.join(args)}: rc {run.returncode} in {run.seconds:.0f} s")
+    return run
+
+
+def recap(out):
+    """host -> {ok, changed, unreachable, failed} of the PLAY RECAP."""
+    found = re.findall(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out, re.M)
+    return {m[0]: {"ok": int(m[1]), "changed": int(m[2]), "unreachable": int(m[3]), "failed": int(m[4])} for m in found}
+
+
+def fingerprint(pem_path):
+    out = subprocess.run(["openssl", "x509", "-in", str(pem_path), "-noout", "-fingerprint", "-sha256"],
+                         capture_output=True, text=True, check=True).stdout
+    return out.strip().split("=", 1)[1].replace(":", "").lower()
+
+
+def controller_leaves():
+    return {name: fingerprint(PKI / f"plugins/{name}/server.crt") for name in PLUGINS}
+
+
+def served(every=False):
+    """sha256 of the certificate each plugin serves, as the gateway side sees it (one-shot probe): of the
+    plugins that answered, or with every=True of all of them (the probe must succeed)."""
+    run = host(GATEWAY).run(f"runuser -u mcpgateway -- {PROBE} --no-hook")
+    lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    if every:
+        assert run.rc == 0, run.stdout + run.stderr
+    return {line["name"]: line["server_cert_sha256"] for line in lines if every or line.get("ok")}
+
+
+def main_pid(h, unit):
+    return h.run(f"systemctl show -p MainPID --value {unit}").stdout.strip()
+
+
+def stop_container(name):
+    subprocess.run(["podman", "stop", "-t", "10", name], check=True, capture_output=True)
+
+
+def start_container(name, units=()):
+    """Start a stopped host again and wait until systemd runs it and the given units are active."""
+    subprocess.run(["podman", "start", name], check=True, capture_output=True)
+    deadline = time.monotonic() + 120
+    while True:
+        state = host(name).run("systemctl is-system-running").stdout.strip()
+        active = all(host(name).run(f"systemctl is-active {u}").stdout.strip() == "active" for u in units)
+        if state in ("running", "degraded") and active:
+            return
+        assert time.monotonic() < deadline, f"{name} did not come back: {state}"
+        time.sleep(2)

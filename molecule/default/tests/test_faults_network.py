@@ -1,0 +1,86 @@
+"""Network faults: a plugin host that is down while site.yml or rotate.yml runs (its container stopped, so
+Ansible cannot reach it and the gateway cannot call its plugins).
+
+Each run must fail, name the host and why, deploy (site.yml) or leave intact (rotate.yml, after the host)
+the other hosts, and a plain rerun once the host is back must complete.
+"""
+
+from __future__ import annotations
+
+import json
+
+from molecule_support import (GATEWAY, PKI, PLUGIN_HOSTS, PLUGINS, REPORT, controller_leaves, fingerprint, host,
+                              main_pid, playbook, recap, served, start_container, stop_container)
+
+DOWN, UP = "mcp-mol-plug2", "mcp-mol-plug1"
+GATEWAY_FILES = "/etc/mcpgateway/plugins.yaml /etc/mcpgateway/tls/client.crt /etc/mcpgateway/tls/ca.crt"
+DOWN_UNITS = [f"mcp-plugin@{name}.service" for name in PLUGIN_HOSTS[DOWN]]
+
+
+def gateway_state():
+    gw = host(GATEWAY)
+    return main_pid(gw, "mcpgateway.service"), gw.run(f"sha256sum {GATEWAY_FILES}").stdout
+
+
+def test_site_with_a_plugin_host_down_deploys_the_others_and_a_rerun_completes():
+    up = host(UP)
+    # Something to deploy on the host that is up: its instance's env file is gone.
+    assert up.run("rm /etc/mcp-plugins/MolGuard/env").rc == 0
+    pid_before = main_pid(up, "mcp-plugin@MolGuard.service")
+    gw_before = gateway_state()
+    stop_container(DOWN)
+    try:
+        run = playbook("site.yml")
+        out = run.stdout + run.stderr
+        assert run.returncode != 0, out[-3000:]
+        hosts = recap(run.stdout)
+        assert hosts[DOWN]["unreachable"] == 1 or hosts[DOWN]["failed"] == 1, hosts
+        assert f"fatal: [{DOWN}]: UNREACHABLE!" in out or f"fatal: [{DOWN}]: FAILED!" in out, out[-3000:]
+        # The gateway play names the host and leaves the gateway as it was.
+        assert hosts[GATEWAY]["failed"] == 1 and hosts[GATEWAY]["changed"] == 0, hosts
+        assert f"plugin host(s) {DOWN}" in out and "keeps its current files" in out, out[-3000:]
+        assert gateway_state() == gw_before
+        # The host that was up is deployed: env file back, instance restarted on it, served over mTLS.
+        assert hosts[UP]["failed"] == 0 and hosts[UP]["unreachable"] == 0 and hosts[UP]["changed"] > 0, hosts
+        assert up.file("/etc/mcp-plugins/MolGuard/env").exists
+        assert main_pid(up, "mcp-plugin@MolGuard.service") != pid_before
+        assert served()["MolGuard"] == controller_leaves()["MolGuard"]
+    finally:
+        start_container(DOWN, DOWN_UNITS)
+    rerun = playbook("site.yml")
+    assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-2000:]
+    assert not any(h["failed"] or h["unreachable"] for h in recap(rerun.stdout).values())
+    assert served() == controller_leaves()
+
+
+def test_rotate_with_a_plugin_host_down_stops_there_and_a_rerun_resumes():
+    before = served()
+    assert before == controller_leaves()
+    gw_before = gateway_state()
+    stop_container(DOWN)
+    try:
+        run = playbook("playbooks/rotate.yml", "-e", "rotate_force=leaves")
+        out = run.stdout + run.stderr
+        assert run.returncode != 0, out[-3000:]
+        assert f"Rotation stopped in stage renew at {DOWN}: {DOWN} is unreachable" in out, out[-4000:]
+        report = json.loads(REPORT.read_text())
+        assert report["status"] == "failed" and report["failed_host"] == DOWN, report
+        assert "unreachable" in report["error"], report
+        assert report["stages"]["renew"]["hosts"] == [UP], report["stages"]
+        # The host before it got its new certificate; the gateway after it was not touched.
+        new = controller_leaves()
+        assert served()["MolGuard"] == new["MolGuard"] != before["MolGuard"]
+        assert gateway_state() == gw_before
+    finally:
+        start_container(DOWN, DOWN_UNITS)
+    # Back up, it serves its old, still valid certificates until the rerun reaches it.
+    now = served()
+    assert all(now[name] == before[name] for name in PLUGIN_HOSTS[DOWN]), (now, before)
+    rerun = playbook("playbooks/rotate.yml")
+    assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-2000:]
+    assert served() == controller_leaves()
+    assert host(GATEWAY).run("openssl x509 -in /etc/mcpgateway/tls/client.crt -noout -fingerprint -sha256").stdout \
+        .strip().split("=", 1)[1].replace(":", "").lower() == fingerprint(PKI / "gateway/client.crt")
+    report = json.loads(REPORT.read_text())
+    assert report["status"] == "ok" and report["stages"]["renew"]["hosts"] == [*PLUGIN_HOSTS, GATEWAY], report
+    assert set(PLUGINS) == set(before)
