@@ -192,7 +192,6 @@ def test_service_and_timer_follow_the_settings():
     assert svc["ReadWritePaths"] == ["-/var/log/mcp-mtls-rotate", "-/run", "-/etc/mcpgateway", "-%h/.ansible", "-%h/.ssh"]
 
 
-
 @pytest.mark.skipif(not SYSTEMD_ANALYZE, reason="systemd-analyze is not installed")
 def test_systemd_analyze_accepts_the_units(tmp_path):
     wrapper = tmp_path / "mcp-mtls-rotate"  # verify wants ExecStart= to be an executable
