@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 import testinfra
+from molecule_support import group_vars
 
 GATEWAY = "mcp-mol-gw"
 PLUGIN_HOSTS = {"mcp-mol-plug1": {"MolGuard": 8000}, "mcp-mol-plug2": {"MolWords": 8000, "MolEcho": 8100}}
@@ -87,18 +89,35 @@ def test_plugin_tls_files_modes_and_owners(plugin_host):
             assert h.file(f"/etc/mcp-plugins/{name}/tls/{crt}").mode == 0o644
 
 
+PEM_KEY = re.compile(r"^-----BEGIN ([A-Z ]*)PRIVATE KEY-----\r?\n(?:[A-Za-z-]+: [^\n]*\n|\r?\n)*"
+                     r"(?:[A-Za-z0-9+/=]+\r?\n)+-----END \1PRIVATE KEY-----", re.M)
+
+
 @pytest.mark.parametrize("name", [GATEWAY, *sorted(PLUGIN_HOSTS)])
 def test_no_ca_private_key_on_any_host(name):
-    """Every PEM private key on the host is compared by public key with the CA's: none may be the CA key."""
+    """Every PEM private key on the host (in any file: a key, a backup, a source file embedding one) is
+    opened, with the plugin key passphrase where encrypted, and compared with the CA's by public key,
+    and by content with the controller's (encrypted) CA key."""
     h = host(name)
     ca_pub = subprocess.run(["openssl", "x509", "-in", str(PKI / "ca/ca.crt"), "-noout", "-pubkey"],
                             capture_output=True, text=True, check=True).stdout.strip()
-    found = h.run("grep -rlsI -e '-----BEGIN .*PRIVATE KEY-----' /etc /opt /srv /var/lib /root /home /tmp /usr/local")
-    keys = found.stdout.split()
-    assert keys, "no private key found at all: the search itself is broken"
-    for path in keys:
-        pub = h.run(f"openssl pkey -in {path} -pubout -passin pass:")
+    ca_bodies = {_key_body(m.group(0)) for m in PEM_KEY.finditer((PKI / "ca/ca.key").read_text())}
+    assert len(ca_bodies) == 1, "the controller's CA key was not recognised: the search itself is broken"
+    found = h.run("grep -rlsI -e '^-----BEGIN [A-Z ]*PRIVATE KEY-----' /etc /opt /srv /var/lib /root /home /tmp /usr/local")
+    blocks = [(path, m.group(0)) for path in found.stdout.split() for m in PEM_KEY.finditer(h.file(path).content_string)]
+    assert any(re.search(r"/tls\.d/[0-9a-f]+/(server|client)\.key$", path) for path, _block in blocks), \
+        "the deployed key was not found: the search itself is broken"
+    passphrase = shlex.quote(group_vars()["pki_plugin_key_passphrase"])
+    for path, block in blocks:
+        assert _key_body(block) not in ca_bodies, f"{name}: {path} holds a copy of the CA key"
+        pub = h.run(f"printf '%s\\n' {shlex.quote(block)} | P={passphrase} openssl pkey -pubout -passin env:P")
+        assert pub.rc == 0, f"{name}: a key in {path} cannot be opened, so it cannot be compared: {pub.stderr[-300:]}"
         assert pub.stdout.strip() != ca_pub, f"{name}: {path} holds the CA private key"
+    print(f"{name}: {len(blocks)} PEM private keys compared with the CA's")
+
+
+def _key_body(pem):
+    return "".join(line.strip() for line in pem.splitlines() if line.strip() and "-----" not in line and ":" not in line)
 
 
 def test_gateway_files_service_and_probe():
@@ -178,7 +197,7 @@ def test_verify_negative_checks_fail_when_the_plugin_is_down():
     assert run.returncode != 0 and "failed check(s) on mcp-mol-gw" in out, out[-3000:]
     failed = out[out.find("failed check(s) on mcp-mol-gw"):]
     for check in ("mtls_handshake_with_gateway_cert", "no_client_cert_refused", "foreign_ca_cert_refused",
-                  "tls1_1_refused", "gateway_probe_mtls_call"):
+                  "tls1_1_refused", "weak_tls1_2_suites_refused", "gateway_probe_mtls_call"):
         assert f"check: {check}" in failed, (check, failed[:4000])
     assert "target: MolEcho" in failed and "target: MolWords" not in failed, failed[:4000]
 

@@ -46,6 +46,10 @@ def check(name, ok, expected, seen):
     return {"check": name, "ok": bool(ok), "expected": expected, "seen": seen}
 
 
+# Every TLS 1.2 suite without AEAD (CBC, RC4, 3DES ...) plus the AEAD ones with RSA key exchange.
+WEAK_TLS12_SUITES = "ALL:-AESGCM:-AESCCM:-CHACHA20:-ARIAGCM:kRSA+AESGCM:!aNULL:!eNULL:@SECLEVEL=0"
+
+
 def remote(args):
     parts = urlsplit(args.url)
     host, port = parts.hostname, parts.port or 443
@@ -94,6 +98,18 @@ def remote(args):
                          "a TLS 1.1 ClientHello goes out and no session is established (TLS 1.2 control succeeds)",
                          f"offered={offered} exit {rc11}: " + " | ".join(
                              line for line in out11.splitlines() if "error" in line.lower() or "Cipher is" in line)[:300]))
+
+    # TLS 1.2 offering only suites without forward secrecy or without AEAD (CBC, RSA key exchange):
+    # the server must refuse them all (the TLS 1.2 control above shows it talks to this client).
+    weak = base[:-1] + [WEAK_TLS12_SUITES, "-tls1_2", "-msg"]
+    rcw, outw = run(weak, stdin=b"Q\n")
+    offered = ">>> TLS 1.2, Handshake" in outw and "ClientHello" in outw
+    refused = rcw != 0 and "Cipher is (NONE)" in outw
+    results.append(check("weak_tls1_2_suites_refused", offered and refused and rc12 == 0,
+                         "a TLS 1.2 ClientHello offering only CBC and RSA-key-exchange suites gets no session "
+                         "(TLS 1.2 control succeeds)",
+                         f"offered={offered} exit {rcw}: " + " | ".join(
+                             line for line in outw.splitlines() if "Cipher is" in line or "Cipher    :" in line)[:300]))
 
     health = args.health_port or port + 1000
     rc, out = curl(f"http://{host}:{health}/health")
