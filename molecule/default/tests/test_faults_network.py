@@ -1,13 +1,15 @@
 """Network faults: a plugin host that is down while site.yml or rotate.yml runs (its container stopped, so
-Ansible cannot reach it and the gateway cannot call its plugins).
+Ansible cannot reach it and the gateway cannot call its plugins), and one cut off from the network
+(Ansible still reaches it, the gateway host does not).
 
-Each run must fail, name the host and why, deploy (site.yml) or leave intact (rotate.yml, after the host)
-the other hosts, and a plain rerun once the host is back must complete.
+Each run must fail, name the host or plugin and why, deploy (site.yml) or leave intact (rotate.yml,
+after the host) the other hosts, and a plain rerun once the host is back must complete.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 
 from molecule_support import (GATEWAY, PKI, PLUGIN_HOSTS, PLUGINS, REPORT, controller_leaves, fingerprint, host,
                               main_pid, playbook, recap, served, start_container, stop_container)
@@ -22,6 +24,16 @@ def gateway_state():
     return main_pid(gw, "mcpgateway.service"), gw.run(f"sha256sum {GATEWAY_FILES}").stdout
 
 
+def failing_site():
+    """site.yml that must fail on the gateway host, changing nothing there: (output, recap)."""
+    run = playbook("site.yml")
+    out = run.stdout + run.stderr
+    assert run.returncode != 0, out[-3000:]
+    hosts = recap(run.stdout)
+    assert hosts[GATEWAY]["failed"] == 1 and hosts[GATEWAY]["changed"] == 0, hosts
+    return out, hosts
+
+
 def test_site_with_a_plugin_host_down_deploys_the_others_and_a_rerun_completes():
     up = host(UP)
     # Something to deploy on the host that is up: its instance's env file is gone.
@@ -30,14 +42,10 @@ def test_site_with_a_plugin_host_down_deploys_the_others_and_a_rerun_completes()
     gw_before = gateway_state()
     stop_container(DOWN)
     try:
-        run = playbook("site.yml")
-        out = run.stdout + run.stderr
-        assert run.returncode != 0, out[-3000:]
-        hosts = recap(run.stdout)
+        out, hosts = failing_site()
         assert hosts[DOWN]["unreachable"] == 1 or hosts[DOWN]["failed"] == 1, hosts
         assert f"fatal: [{DOWN}]: UNREACHABLE!" in out or f"fatal: [{DOWN}]: FAILED!" in out, out[-3000:]
         # The gateway play names the host and leaves the gateway as it was.
-        assert hosts[GATEWAY]["failed"] == 1 and hosts[GATEWAY]["changed"] == 0, hosts
         assert f"plugin host(s) {DOWN}" in out and "keeps its current files" in out, out[-3000:]
         assert gateway_state() == gw_before
         # The host that was up is deployed: env file back, instance restarted on it, served over mTLS.
@@ -84,3 +92,22 @@ def test_rotate_with_a_plugin_host_down_stops_there_and_a_rerun_resumes():
     report = json.loads(REPORT.read_text())
     assert report["status"] == "ok" and report["stages"]["renew"]["hosts"] == [*PLUGIN_HOSTS, GATEWAY], report
     assert set(PLUGINS) == set(before)
+
+
+def test_site_with_a_plugin_host_cut_off_from_the_gateway_leaves_the_gateway_and_a_rerun_completes():
+    aliases = [arg for name in PLUGIN_HOSTS[DOWN] for arg in ("--alias", f"mcp-plugin-{name}", "--alias", f"mcp-plugin-{name.lower()}")]
+    gw_before = gateway_state()
+    subprocess.run(["podman", "network", "disconnect", "mcp-molecule", DOWN], check=True, capture_output=True)
+    try:
+        out, hosts = failing_site()
+        # Ansible reaches the host (deployed, nothing to change); the gateway side cannot call its plugins.
+        assert hosts[DOWN]["unreachable"] == 0 and hosts[UP]["failed"] == 0, hosts
+        assert "the mTLS probe (run as mcpgateway with the deployed files) failed" in out, out[-3000:]
+        assert all(name in out[out.find("the mTLS probe"):] for name in PLUGIN_HOSTS[DOWN]), out[-3000:]
+        assert gateway_state() == gw_before
+        assert served().keys() == set(PLUGIN_HOSTS[UP])
+    finally:
+        subprocess.run(["podman", "network", "connect", *aliases, "mcp-molecule", DOWN], check=True, capture_output=True)
+    rerun = playbook("site.yml")
+    assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-2000:]
+    assert served() == controller_leaves()
