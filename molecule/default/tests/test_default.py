@@ -215,6 +215,9 @@ def test_certificate_change_restarts_only_that_plugin_and_is_served():
         [str(REPO / ".venv/bin/ansible"), "localhost", "-c", "local", "-m", "mcpgateway.mtls.certificate", "-a",
          json.dumps({"key_path": str(PKI / "plugins/MolWords/server.key"), "cert_path": str(PKI / "plugins/MolWords/server.crt"),
                      "ca_cert": str(PKI / "ca/ca.crt"), "ca_key": str(PKI / "ca/ca.key"), "profile": "server",
+                     # the molecule inventory encrypts the CA and plugin keys
+                     "ca_passphrase": group_vars()["pki_ca_passphrase"],
+                     "passphrase": group_vars()["pki_plugin_key_passphrase"],
                      "subject": "/CN=mcp-plugin-MolWords/O=MCPGateway/OU=Plugins", "key_type": "ecdsa", "force": True,
                      "sans": ["DNS:MolWords", "DNS:mcp-plugin-MolWords", "DNS:localhost"]})],
         cwd=REPO, capture_output=True, text=True, check=False)
