@@ -76,8 +76,9 @@ def needles():
 
 def run_verbose(path, *args, **kwargs):
     run = playbook(path, *VERBOSE, *args, **kwargs)
-    OUTPUTS[f"{path} {' '.join(args)}".strip()] = run.stdout + run.stderr
-    assert re.search(r"^<[^>]+> ESTABLISH ", run.stdout, re.M), "not a -vvv run"
+    text = OUTPUTS[f"{path} {' '.join(args)}".strip()] = run.stdout + run.stderr
+    # Where the verbose lines go depends on the environment (under `molecule verify`: stderr).
+    assert re.search(r"^<[^>]+> ESTABLISH ", text, re.M), "not a -vvv run"
     return run
 
 
