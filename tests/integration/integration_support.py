@@ -96,3 +96,18 @@ def leaf_entries(root, count, **extra):
                             subject="/CN=mcp-plugin-%s/O=MCPGateway/OU=Plugins" % name,
                             sans=["DNS:%s" % name, "DNS:mcp-plugin-%s" % name, "DNS:localhost"], **extra))
     return entries
+
+
+def ca_args(root, **extra):
+    """Options of module ca for a tree at ROOT (ecdsa, to be quick)."""
+    args = {"key_path": "%s/ca/ca.key" % root, "cert_path": "%s/ca/ca.crt" % root, "key_type": "ecdsa"}
+    args.update(extra)
+    return args
+
+
+def set_args(root, entries, signing="ca", trust=(), **extra):
+    """Options of module certificate_set for ENTRIES, signed by ROOT/SIGNING (ca or ca/next)."""
+    args = {"ca_cert": "%s/%s/ca.crt" % (root, signing), "ca_key": "%s/%s/ca.key" % (root, signing),
+            "ca_trust": list(trust), "certificates": entries, "workers": 2}
+    args.update(extra)
+    return args

@@ -26,7 +26,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from integration_support import COLLECTIONS, MODULES, PLAYBOOKS, PYTHON, leaf_entries, run_playbook
+from integration_support import COLLECTIONS, MODULES, PLAYBOOKS, PYTHON, ca_args, leaf_entries, run_playbook, set_args
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _io
 
 
@@ -71,19 +71,6 @@ def ok(module, args, work):
     rc, result = run_module(module, args, work)
     assert rc == 0 and not result.get("failed"), result["_out"]
     return result
-
-
-def ca_args(root, **extra):
-    args = {"key_path": "%s/ca/ca.key" % root, "cert_path": "%s/ca/ca.crt" % root, "key_type": "ecdsa"}
-    args.update(extra)
-    return args
-
-
-def set_args(root, entries, signing="ca", trust=(), **extra):
-    args = {"ca_cert": "%s/%s/ca.crt" % (root, signing), "ca_key": "%s/%s/ca.key" % (root, signing),
-            "ca_trust": list(trust), "certificates": entries, "workers": 2}
-    args.update(extra)
-    return args
 
 
 # ---------------------------------------------------------------- the lock

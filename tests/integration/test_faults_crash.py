@@ -41,7 +41,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from integration_support import COLLECTIONS, MODULES, PYTHON, leaf_entries
+from integration_support import COLLECTIONS, MODULES, PYTHON, ca_args, leaf_entries, set_args
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _pki as P
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _rotation as R
 
@@ -361,19 +361,6 @@ def leaf_layout(entries, root):
         folder = os.path.relpath(os.path.dirname(entry["key_path"]), root)
         out.append((entry["name"], folder, os.path.basename(entry["key_path"]), os.path.basename(entry["cert_path"])))
     return out
-
-
-def ca_args(root, **extra):
-    args = {"key_path": "%s/ca/ca.key" % root, "cert_path": "%s/ca/ca.crt" % root, "key_type": "ecdsa"}
-    args.update(extra)
-    return args
-
-
-def set_args(root, entries, signing="ca", trust=(), **extra):
-    args = {"ca_cert": "%s/%s/ca.crt" % (root, signing), "ca_key": "%s/%s/ca.key" % (root, signing),
-            "ca_trust": list(trust), "certificates": entries, "workers": 2}
-    args.update(extra)
-    return args
 
 
 def kill_plan(duration, count, rng, start=0.0):
