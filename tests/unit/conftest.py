@@ -8,8 +8,11 @@ checkout, `make venv` links it under .build/collections.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
+
+import pytest
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(os.path.dirname(_HERE))
@@ -24,3 +27,42 @@ def _collections_root():
 
 if _collections_root() not in sys.path:
     sys.path.insert(0, _collections_root())
+
+
+# The roles' standalone scripts (copied to the hosts, not part of the collection's Python packages).
+ROLE_FILES = {
+    "launcher": ("plugin_server", "mcp_plugin_launcher.py"),
+    "probe": ("gateway", "mcp_mtls_probe.py"),
+    "checks": ("verify", "mtls_checks.py"),
+}
+
+
+def role_file(name):
+    """Path of the script behind fixture NAME."""
+    role, filename = ROLE_FILES[name]
+    return os.path.join(_ROOT, "roles", role, "files", filename)
+
+
+def _load_role_file(name):
+    spec = importlib.util.spec_from_file_location(os.path.splitext(ROLE_FILES[name][1])[0], role_file(name))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def launcher():
+    """roles/plugin_server/files/mcp_plugin_launcher.py as a module."""
+    return _load_role_file("launcher")
+
+
+@pytest.fixture(scope="module")
+def probe():
+    """roles/gateway/files/mcp_mtls_probe.py as a module."""
+    return _load_role_file("probe")
+
+
+@pytest.fixture(scope="module")
+def checks():
+    """roles/verify/files/mtls_checks.py as a module."""
+    return _load_role_file("checks")

@@ -14,17 +14,11 @@ import ipaddress
 import re
 
 import pytest
-import testinfra
+from molecule_support import GATEWAY, PLUGIN_HOSTS, host
 
-GATEWAY = "mcp-mol-gw"
-PLUGIN_HOSTS = {"mcp-mol-plug1": {"MolGuard": 8000}, "mcp-mol-plug2": {"MolWords": 8000, "MolEcho": 8100}}
-PLUGINS = {name: port for plugins in PLUGIN_HOSTS.values() for name, port in plugins.items()}
+PORTS = {name: port for plugins in PLUGIN_HOSTS.values() for name, port in plugins.items()}
 CLIENT = "-cert /etc/mcpgateway/tls/client.crt -key /etc/mcpgateway/tls/client.key -CAfile /etc/mcpgateway/tls/ca.crt"
 MAX_EXPOSURE = 3.0
-
-
-def host(name):
-    return testinfra.get_host(f"podman://{name}")
 
 
 def our_services(h):
@@ -85,7 +79,7 @@ def test_only_the_mtls_ports_listen_off_host(name):
 def _handshakes(name, attempts):
     """Handshakes from the gateway host, one per (label, s_client arguments): label -> OK (completed),
     NO (refused) or CLIENT (the client could not even offer it: such a refusal would prove nothing)."""
-    lines = [f"if timeout 10 openssl s_client -connect mcp-plugin-{name}:{PLUGINS[name]} -servername mcp-plugin-{name} "
+    lines = [f"if timeout 10 openssl s_client -connect mcp-plugin-{name}:{PORTS[name]} -servername mcp-plugin-{name} "
              f"{CLIENT} {args} </dev/null >/tmp/hs.out 2>&1; then echo 'OK {label}'; "
              f"elif grep -qi 'no protocols available\\|no cipher match\\|no ciphers available' /tmp/hs.out; "
              f"then echo 'CLIENT {label}'; else echo 'NO {label}'; fi"
@@ -97,7 +91,7 @@ def _handshakes(name, attempts):
     return result
 
 
-@pytest.mark.parametrize("name", sorted(PLUGINS))
+@pytest.mark.parametrize("name", sorted(PORTS))
 def test_only_tls_1_2_and_1_3_are_accepted(name):
     # SECLEVEL=0 so that the client really offers TLS 1.0/1.1 (OpenSSL 3 refuses them itself otherwise).
     versions = {"TLSv1": "-tls1", "TLSv1.1": "-tls1_1", "TLSv1.2": "-tls1_2", "TLSv1.3": "-tls1_3"}
@@ -106,7 +100,7 @@ def test_only_tls_1_2_and_1_3_are_accepted(name):
     assert result == {"TLSv1": "NO", "TLSv1.1": "NO", "TLSv1.2": "OK", "TLSv1.3": "OK"}, result
 
 
-@pytest.mark.parametrize("name", sorted(PLUGINS))
+@pytest.mark.parametrize("name", sorted(PORTS))
 def test_only_forward_secret_aead_suites_are_accepted(name):
     h = host(GATEWAY)
     tls12 = h.run("openssl ciphers -tls1_2 'ALL:COMPLEMENTOFALL:@SECLEVEL=0'").stdout.strip().split(":")

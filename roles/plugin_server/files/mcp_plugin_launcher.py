@@ -391,7 +391,7 @@ def tls_policy(env) -> dict:
     if weak:
         raise LauncherError(f"{CIPHERS_ENV}={ciphers!r} selects suites without forward secrecy, authentication "
                             f"or an AEAD cipher: {', '.join(weak)}; use e.g. {DEFAULT_CIPHERS}")
-    return {"minimum_version": MIN_VERSIONS[version], "ciphers": ciphers}
+    return {"version": version, "minimum_version": MIN_VERSIONS[version], "ciphers": ciphers}
 
 
 def _tls_factory(policy):
@@ -441,7 +441,7 @@ def install_patches(runtime, health_host: str, key_password: str | None, state: 
             "launcher %s: mTLS on %s:%s (client certificate required, %s or later, TLS 1.2 ciphers %s%s), "
             "health on %s:%s",
             LAUNCHER_VERSION, self.server_config.host, self.server_config.port,
-            policy["minimum_version"].name.replace("_", "."), policy["ciphers"],
+            policy["version"], policy["ciphers"],
             ", socket from systemd" if listen_socket is not None else "",
             health_host, health_port(self.server_config.port),
         )
@@ -540,7 +540,7 @@ def main(argv=None) -> int:
     try:
         if args.check_tls_policy:
             policy = tls_policy(os.environ)
-            print(f"TLS policy ok: {policy['minimum_version'].name.replace('_', '.')} or later, TLS 1.2 ciphers {policy['ciphers']}")
+            print(f"TLS policy ok: {policy['version']} or later, TLS 1.2 ciphers {policy['ciphers']}")
             return 0
         if not args.config:
             raise LauncherError(f"no plugin config: set {CONFIG_ENV} or pass --config")

@@ -5,22 +5,11 @@ from __future__ import annotations
 import copy
 import importlib.util
 import os
-import pathlib
 import re
 import ssl
 import types
 
 import pytest
-
-LAUNCHER = pathlib.Path(__file__).resolve().parents[3] / "roles" / "plugin_server" / "files" / "mcp_plugin_launcher.py"
-
-
-@pytest.fixture(scope="module")
-def launcher():
-    spec = importlib.util.spec_from_file_location("mcp_plugin_launcher", LAUNCHER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture()
@@ -205,6 +194,15 @@ def test_tls_factory_raises_minimum_and_sets_ciphers(launcher, env, minimum):
 def test_tls_factory_requires_client_certs(launcher):
     with pytest.raises(launcher.LauncherError):
         launcher._tls_factory(launcher.tls_policy({}))(None, lambda: ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+
+
+def test_check_tls_policy_needs_no_config(launcher, monkeypatch, capsys):
+    monkeypatch.delenv("PLUGINS_CONFIG_PATH", raising=False)
+    monkeypatch.setenv("MCP_PLUGIN_TLS_MIN_VERSION", "TLSv1.3")
+    assert launcher.main(["--check-tls-policy"]) == 0
+    assert "TLS policy ok: TLSv1.3 or later, TLS 1.2 ciphers ECDHE+AESGCM:ECDHE+CHACHA20" in capsys.readouterr().out
+    monkeypatch.setenv("MCP_PLUGIN_TLS_CIPHERS", "AES128-SHA")
+    assert launcher.main(["--check-tls-policy"]) == 2
 
 
 def test_tls_policy_accepts_a_stricter_cipher_list(launcher):

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[3] / "roles/verify/files/mtls_checks.py"
-
-
-@pytest.fixture(scope="module")
-def checks():
-    spec = importlib.util.spec_from_file_location("mtls_checks", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def openssl(*args, cwd):
@@ -37,42 +25,42 @@ def tree(tmp_path):
     return ctl, target
 
 
-def search(tree, *digests):
+def search(checks, tree, *digests):
     ctl, target = tree
     args = ["ca-key", "--ca-cert", str(ctl / "ca.crt")]
     for digest in digests:
         args += ["--ca-key-digest", digest]
-    run = subprocess.run([sys.executable, str(SCRIPT), *args, str(target)], capture_output=True, text=True, check=True)
+    run = subprocess.run([sys.executable, checks.__file__, *args, str(target)], capture_output=True, text=True, check=True)
     return json.loads(run.stdout)[0]
 
 
-def digests(tree):
-    run = subprocess.run([sys.executable, str(SCRIPT), "key-digests", str(tree[0] / "ca.key")],
+def digests(checks, tree):
+    run = subprocess.run([sys.executable, checks.__file__, "key-digests", str(tree[0] / "ca.key")],
                          capture_output=True, text=True, check=True)
     return json.loads(run.stdout)
 
 
-def test_a_host_without_the_ca_key_passes(tree):
-    result = search(tree, *digests(tree))
+def test_a_host_without_the_ca_key_passes(checks, tree):
+    result = search(checks, tree, *digests(checks, tree))
     assert result["ok"] is True and "scanned 1 private keys" in result["seen"], result
 
 
-def test_an_encrypted_copy_is_found_by_content(tree):
+def test_an_encrypted_copy_is_found_by_content(checks, tree):
     ctl, target = tree
     (target / "sub").mkdir()
     # The copy with CRLF line endings: the same key all the same.
     (target / "sub/backup.pem").write_bytes((ctl / "ca.key").read_bytes().replace(b"\n", b"\r\n"))
-    found = search(tree, *digests(tree))
+    found = search(checks, tree, *digests(checks, tree))
     assert found["ok"] is False and "backup.pem" in found["seen"], found
     # Without the controller's digests an encrypted copy cannot be compared: the check says so.
-    blind = search(tree)
+    blind = search(checks, tree)
     assert blind["ok"] is True and "backup.pem" in blind["seen"] and "compared by content only" in blind["seen"], blind
 
 
-def test_a_decrypted_copy_is_found_by_public_key(tree):
+def test_a_decrypted_copy_is_found_by_public_key(checks, tree):
     ctl, target = tree
     openssl("pkey", "-in", "ca.key", "-passin", "pass:ca-secret", "-out", str(target / "plain.key"), cwd=ctl)
-    found = search(tree)
+    found = search(checks, tree)
     assert found["ok"] is False and "plain.key" in found["seen"], found
 
 

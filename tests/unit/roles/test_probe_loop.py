@@ -8,25 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import importlib.util
 import json
 import os
-import pathlib
 import signal
 import threading
 import types
 
 import pytest
-
-PROBE = pathlib.Path(__file__).resolve().parents[3] / "roles" / "gateway" / "files" / "mcp_mtls_probe.py"
-
-
-@pytest.fixture(scope="module")
-def probe():
-    spec = importlib.util.spec_from_file_location("mcp_mtls_probe", PROBE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 class VirtualClock:
