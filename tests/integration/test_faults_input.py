@@ -20,7 +20,8 @@ How the cases run, to keep the file fast on two cores:
   (tasks_from: preflight, or rotate_schedule's preflight tag), one host per case; pki's checks run once per
   play, so each pki case is its own run, several at a time; likewise rotate.yml's rotate_force;
 * faults of the file system: a read-only tmpfs, ``chattr +i`` and a full 64k tmpfs (root ignores mode
-  bits, so chmod 0555 would prove nothing here); skipped where they cannot be set up.
+  bits, so chmod 0555 would prove nothing here); where they cannot be set up they skip, and with CI=true
+  that skip fails the run (tests/skip_policy.py): this kind of machine can set them up.
 """
 
 from __future__ import annotations
@@ -595,7 +596,7 @@ ARGSPEC_CASES = {
         rc_("verify-foreign_ca-not-bool", {"verify_foreign_ca": "maybe"}, "verify_foreign_ca"),
         rc_("verify-probe-not-bool", {"verify_probe": "x"}, "verify_probe"),
         rc_("verify-gateway_service-not-bool", {"verify_gateway_service": "x"}, "verify_gateway_service"),
-        rc_("verify-ca_key_search_dirs-dict", {"verify_ca_key_search_dirs": {"a": 1}}, "verify_ca_key_search_dirs"),
+        rc_("verify-ca_key_search_exclude-dict", {"verify_ca_key_search_exclude": {"a": 1}}, "verify_ca_key_search_exclude"),
     ]),
     "rotate_schedule": count("rotate_schedule argument_specs", [
         rc_("rs-state-choice", {"rotate_schedule_state": "maybe"}, "rotate_schedule_state"),
@@ -909,12 +910,11 @@ def test_pki_role_value(case, pki_outcomes):
 VERIFY_CASES = count("verify values", [
     pk("verify-pki_dir-absent", {"verify_pki_dir": "/nonexistent/fault/certs/mcp"}, "Assert that every check passed",
        "/nonexistent/fault/certs/mcp/ca/ca.crt"),
-    pk("verify-min_days_left-negative", {"verify_min_days_left": -1}, "Read every certificate of the tree", "verify_min_days_left", "-1"),
+    pk("verify-min_days_left-negative", {"verify_min_days_left": -1}, "Assert that the verify settings are in range",
+       "verify_min_days_left must be a number of days >= 0", "-1"),
+    pk("verify-ca_key_search_dirs-removed", {"verify_ca_key_search_dirs": ["/etc"]}, "Refuse the removed variable verify_ca_key_search_dirs",
+       "verify_ca_key_search_dirs was removed", "verify_ca_key_search_exclude"),
 ])
-VERIFY_XFAIL = {
-    "verify-min_days_left-negative": "the module says 'renew_before_days must be >= 0, got -1', not naming verify_min_days_left: "
-                                     "role verify has no preflight (a check belongs in roles/verify/tasks/main.yml, outside this change)",
-}
 
 
 @pytest.fixture(scope="module")
@@ -938,8 +938,7 @@ def verify_outcomes(golden, tmp_path_factory):
     return outcomes
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.xfail(strict=True, reason=VERIFY_XFAIL[c.id])]
-                                               if c.id in VERIFY_XFAIL else []) for c in VERIFY_CASES])
+@pytest.mark.parametrize("case", VERIFY_CASES, ids=[c.id for c in VERIFY_CASES])
 def test_verify_role_value(case, verify_outcomes):
     assert_host_failed(verify_outcomes[case.id], RoleCase("localhost", {}, case.needles, case.task))
 
