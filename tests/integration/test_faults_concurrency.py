@@ -305,7 +305,8 @@ def test_three_concurrent_rotation_starts_make_exactly_one_new_ca(tmp_path):
 def test_runs_in_two_phases_of_a_ca_rotation_never_pair_a_key_with_another_runs_certificate(tmp_path):
     """A run in phase trust (signing with ca/) and one in phase reissue (signing with ca/next/), both
     re-issuing every leaf at once, as when a run of site.yml meets rotate.yml's reissue stage: they
-    must take the same lock, so every leaf ends up as one run's key and certificate."""
+    must take the same lock, ca/.lock, so every leaf ends up as one run's key and certificate. Both
+    start while the test holds ca/.lock and must be seen waiting for it before it is let go."""
     root, work = tmp_path / "pki", tmp_path / "work"
     entries = leaf_entries(root, 12, key_type="rsa", key_size=2048)
     ok("ca", ca_args(root), work)
@@ -313,20 +314,26 @@ def test_runs_in_two_phases_of_a_ca_rotation_never_pair_a_key_with_another_runs_
     ok("ca_rotation", {"ca_dir": "%s/ca" % root, "state": "started", "key_type": "ecdsa"}, work)
     trust = set_args(root, entries, signing="ca", trust=["%s/ca/next/ca.crt" % root], force=True)
     reissue = set_args(root, entries, signing="ca/next", trust=["%s/ca/ca.crt" % root], force=True)
-    for attempt in range(2):
+    before = snapshot(root)
+    held = HeldLock(root / "ca")
+    try:
         procs = [start_module("certificate_set", trust, work), start_module("certificate_set", reissue, work)]
-        outcomes = [finish(proc) for proc in procs]
-        for rc, result in outcomes:
-            assert rc == 0, result["_out"]
-        signers = set()
-        for entry in entries:
-            key = serialization.load_pem_private_key(Path(entry["key_path"]).read_bytes(), None)
-            cert = x509.load_pem_x509_certificate(Path(entry["cert_path"]).read_bytes())
-            assert public(key) == public(cert), "attempt %d, %s: a key beside another run's certificate" % (
-                attempt, entry["name"])
-            signers.add(cert.issuer.rfc4514_string() + cert.extensions.get_extension_for_class(
-                x509.AuthorityKeyIdentifier).value.key_identifier.hex())
-        assert len(signers) == 1, "attempt %d: leaves signed by both CAs: the runs interleaved" % attempt
+        assert wait_for_waiters(held.path, 2) == {proc.pid for proc in procs}
+        time.sleep(0.3)
+        assert snapshot(root) == before, "a run wrote while another held the lock"
+    finally:
+        held.release()
+    outcomes = [finish(proc) for proc in procs]
+    for rc, result in outcomes:
+        assert rc == 0, result["_out"]
+    signers = set()
+    for entry in entries:
+        key = serialization.load_pem_private_key(Path(entry["key_path"]).read_bytes(), None)
+        cert = x509.load_pem_x509_certificate(Path(entry["cert_path"]).read_bytes())
+        assert public(key) == public(cert), "%s: a key beside another run's certificate" % entry["name"]
+        signers.add(cert.issuer.rfc4514_string() + cert.extensions.get_extension_for_class(
+            x509.AuthorityKeyIdentifier).value.key_identifier.hex())
+    assert len(signers) == 1, "leaves signed by both CAs: the runs interleaved"
 
 
 # ---------------------------------------------------------------- role runs

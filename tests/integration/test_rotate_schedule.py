@@ -2,7 +2,10 @@
 
 The scheduled playbook is playbooks/check.yml against a PKI tree made by role pki: it passes, and it
 fails with `-e check_threshold_days=100000` (every certificate "expiring").
-systemd mode needs systemd as PID 1: tests/unit/roles/test_rotate_schedule_units.py checks its units.
+The folder that tells the role whether systemd runs the machine (rotate_schedule_systemd_marker) is one in
+tmp_path that does not exist, so method auto falls back to cron here whatever runs this machine.
+systemd mode needs systemd as PID 1: tests/unit/roles/test_rotate_schedule_units.py checks its units and
+how auto picks the method, the molecule scenario installs and runs them.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ def role_vars(base, inventory, **extra):
         "rotate_schedule_wrapper": str(base / "sbin/mcp-mtls-rotate"),
         "rotate_schedule_log_dir": str(base / "log"),
         "rotate_schedule_lock_file": str(base / "run/mcp-mtls-rotate.lock"),
+        "rotate_schedule_systemd_marker": str(base / "run/systemd/system"),  # missing: no systemd
     }
     settings.update(extra)
     return settings
@@ -188,7 +192,11 @@ def test_failed_run_is_recorded_and_status_exits_nonzero(base, inventory):
 
 
 def test_a_run_never_overlaps_another(base, inventory):
-    assert install(base, inventory).rc == 0
+    go = base / "go"
+    gate = base / "gate.yml"  # the scheduled playbook: waits until the test creates GO
+    gate.write_text("---\n- name: Gate\n  hosts: all\n  gather_facts: false\n  tasks:\n"
+                    f"    - name: Wait for the test\n      ansible.builtin.wait_for:\n        path: {go}\n        timeout: 120\n")
+    assert install(base, inventory, rotate_schedule_playbook=str(gate)).rc == 0
     lock = base / "run/mcp-mtls-rotate.lock"
 
     # 1. The test holds the lock, as a running rotation would.
@@ -207,7 +215,7 @@ def test_a_run_never_overlaps_another(base, inventory):
         os.killpg(holder.pid, signal.SIGKILL)  # flock and the sleep that inherited the lock
         holder.wait()
 
-    # 2. Two wrappers: the second starts while the first runs the playbook.
+    # 2. Two wrappers: the second starts while the first runs the playbook, which cannot end before GO exists.
     first = subprocess.Popen([str(base / "sbin/mcp-mtls-rotate"), "--now"], env=CRON_ENV, stdin=subprocess.DEVNULL,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -216,15 +224,16 @@ def test_a_run_never_overlaps_another(base, inventory):
             assert first.poll() is None and time.time() < deadline, "the first run ended before it was seen running"
             time.sleep(0.05)
         second = wrapper(base, "--now")
-        assert first.poll() is None, "the first run was over before the second started: no overlap tested"
         assert second.returncode == RC_LOCKED, second.stdout + second.stderr
         assert "not starting a second one" in second.stderr
+        assert first.poll() is None, "the first run ended without the go-ahead: " + first.communicate()[1]
+        go.touch()
         out, err = first.communicate(timeout=300)
     finally:
         first.kill()
         first.wait()
     assert first.returncode == 0, out + err
-    assert len(run_logs(base)) == 1
+    assert "TASK [Wait for the test]" in out and len(run_logs(base)) == 1
     assert last_run(base)["status"] == "ok"  # the first one finished last
 
 
@@ -259,14 +268,14 @@ def test_default_playbook_is_the_collections_rotate_yml(base, inventory):
     assert playbook.samefile(REPO / "playbooks" / "rotate.yml")
 
 
-@pytest.mark.skipif(Path("/run/systemd/system").is_dir(), reason="systemd runs this machine: auto would pick systemd")
 def test_auto_picks_cron_without_systemd(base, inventory):
     res = install(base, inventory, rotate_schedule_method="auto")
     assert res.rc == 0, res.out
     assert (base / "cron.d/mcp-mtls-rotate").is_file() and not list((base / "systemd").iterdir())
 
     forced = install(base, inventory, rotate_schedule_method="systemd")
-    assert forced.rc != 0 and "systemd is not running here" in forced.out, forced.out
+    assert forced.rc != 0, forced.out
+    assert f"systemd is not running here ({base}/run/systemd/system is missing)" in " ".join(forced.out.split()), forced.out
 
 
 def test_check_mode_on_a_clean_machine_reports_changes_and_writes_nothing(base, inventory):

@@ -27,6 +27,9 @@ from ansible.plugins.test.files import TestModule as FileTests
 ROLE = Path(__file__).resolve().parents[3] / "roles" / "rotate_schedule"
 INVENTORY = "/srv/mcp/inventory/hosts.yml"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+# The preflight's stat of rotate_schedule_systemd_marker: a folder where systemd runs the machine, else missing.
+SYSTEMD_RUNS = {"stat": {"exists": True, "isdir": True}}
+NO_SYSTEMD = {"stat": {"exists": False}}
 
 
 def _environment(cls):
@@ -34,6 +37,8 @@ def _environment(cls):
     env = cls(trim_blocks=True, keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     env.filters.update(CoreFilters().filters())
     env.filters.update(MathFilters().filters())
+    # Ansible's default filter replaces only Ansible's own undefined marker; jinja's does the same for jinja's Undefined.
+    env.filters["default"] = env.filters["d"] = jinja2.filters.do_default
     env.tests.update(CoreTests().tests())
     env.tests.update(FileTests().tests())
     return env
@@ -76,7 +81,7 @@ def role_vars(**override):
         ansible_config_file="/srv/mcp/ansible.cfg",
         ansible_managed="Ansible managed",
         rotate_schedule_inventory=INVENTORY,
-        __rotate_schedule_method="systemd",  # what tasks/preflight.yml picks where systemd runs
+        __rotate_schedule_run_systemd=SYSTEMD_RUNS,  # what tasks/preflight.yml finds where systemd runs
     )
     data.update(override)
     return LazyVars(data)
@@ -213,6 +218,29 @@ def test_default_schedule_values_are_valid_for_systemd():
     for span in (settings["rotate_schedule_random_delay"], settings["rotate_schedule_accuracy_sec"]):
         proc = subprocess.run([SYSTEMD_ANALYZE, "timespan", str(span)], capture_output=True, text=True, check=False)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_the_preflight_looks_for_systemd_at_rotate_schedule_systemd_marker():
+    """The stat whose result the method is picked from (below) is the one of the preflight."""
+    tasks = yaml.safe_load((ROLE / "tasks/preflight.yml").read_text())
+    [stat] = [task for task in tasks if "ansible.builtin.stat" in task and task.get("register") == "__rotate_schedule_run_systemd"]
+    assert stat["ansible.builtin.stat"]["path"] == "{{ rotate_schedule_systemd_marker }}"
+    assert role_vars()["rotate_schedule_systemd_marker"] == "/run/systemd/system"
+
+
+@pytest.mark.parametrize(
+    ("method", "found", "picked"),
+    [("auto", SYSTEMD_RUNS, "systemd"), ("auto", NO_SYSTEMD, "cron"), ("auto", {"stat": {"exists": True, "isdir": False}}, "cron"),
+     ("cron", SYSTEMD_RUNS, "cron"), ("systemd", NO_SYSTEMD, "systemd")],  # the preflight then fails (tests/integration)
+    ids=["auto-systemd-runs", "auto-no-systemd", "auto-marker-not-a-folder", "cron-forced", "systemd-forced"],
+)
+def test_method_auto_picks_systemd_where_it_runs_the_machine_else_cron(method, found, picked):
+    settings = role_vars(rotate_schedule_method=method, __rotate_schedule_run_systemd=found)
+    assert settings["__rotate_schedule_has_systemd"] is found["stat"].get("isdir", False)
+    assert settings["__rotate_schedule_method"] == picked
+    assert (settings["__rotate_schedule_want_systemd"], settings["__rotate_schedule_want_cron"]) == (picked == "systemd", picked == "cron")
+    assert role_vars(rotate_schedule_method=method, rotate_schedule_state="absent",
+                     __rotate_schedule_run_systemd=found)["__rotate_schedule_want_cron"] is False
 
 
 def test_cron_entry_has_a_stable_minute_per_inventory():
