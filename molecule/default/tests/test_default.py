@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import testinfra
-from molecule_support import group_vars
+from molecule_support import group_vars, private_key_files
 
 GATEWAY = "mcp-mol-gw"
 PLUGIN_HOSTS = {"mcp-mol-plug1": {"MolGuard": 8000}, "mcp-mol-plug2": {"MolWords": 8000, "MolEcho": 8100}}
@@ -103,8 +104,7 @@ def test_no_ca_private_key_on_any_host(name):
                             capture_output=True, text=True, check=True).stdout.strip()
     ca_bodies = {_key_body(m.group(0)) for m in PEM_KEY.finditer((PKI / "ca/ca.key").read_text())}
     assert len(ca_bodies) == 1, "the controller's CA key was not recognised: the search itself is broken"
-    found = h.run("grep -rlsI -e '^-----BEGIN [A-Z ]*PRIVATE KEY-----' /etc /opt /srv /var/lib /root /home /tmp /usr/local")
-    blocks = [(path, m.group(0)) for path in found.stdout.split() for m in PEM_KEY.finditer(h.file(path).content_string)]
+    blocks = [(path, m.group(0)) for path, text in private_key_files(h).items() for m in PEM_KEY.finditer(text)]
     assert any(re.search(r"/tls\.d/[0-9a-f]+/(server|client)\.key$", path) for path, _block in blocks), \
         "the deployed key was not found: the search itself is broken"
     passphrase = shlex.quote(group_vars()["pki_plugin_key_passphrase"])
@@ -127,9 +127,12 @@ def test_gateway_files_service_and_probe():
     svc = h.service("mcpgateway.service")
     assert svc.is_running and svc.is_enabled, journal(h, "mcpgateway.service")
     assert h.socket("tcp://127.0.0.1:4444").is_listening
-    log = journal(h, "mcpgateway.service")
-    for name in PLUGINS:
-        assert f"Registered plugin: {name}" in h.run("journalctl -u mcpgateway.service --no-pager").stdout, log
+    # Only the gateway's current start counts: its invocation's journal, not the unit's whole history.
+    invocation = h.run("systemctl show -p InvocationID --value mcpgateway.service").stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", invocation), invocation
+    current = h.run(f"journalctl --no-pager -o cat _SYSTEMD_INVOCATION_ID={invocation}").stdout
+    registered = set(re.findall(r"Registered plugin: (\S+)", current))
+    assert registered == set(PLUGINS), (registered, journal(h, "mcpgateway.service"))
     probe = h.run("runuser -u mcpgateway -- /usr/local/bin/mcp-mtls-probe")
     assert probe.rc == 0, probe.stdout + probe.stderr
     lines = [json.loads(line) for line in probe.stdout.splitlines() if line.startswith("{")]
@@ -146,9 +149,19 @@ def test_handshakes_from_the_gateway_host(name):
     assert ok.rc == 0 and ok.stdout.isdigit(), ok.stderr
     refused = h.run(base)
     assert refused.rc in (35, 56), (refused.rc, refused.stderr)
-    tls11 = h.run(f"openssl s_client -connect mcp-plugin-{name}:{port} -tls1_1 -cipher 'DEFAULT:@SECLEVEL=0' "
-                  f"-cert /etc/mcpgateway/tls/client.crt -key /etc/mcpgateway/tls/client.key </dev/null")
-    assert tls11.rc != 0 and "no protocols available" not in tls11.stdout + tls11.stderr, tls11.stderr
+    # TLS 1.1 refused by the server: the same client completes TLS 1.2 (the server is up and talks to it);
+    # with TLS 1.1 it connects, its ClientHello really goes out, and the server answers with no ServerHello:
+    # an alert, or (uvicorn: asyncio's TLS sends no alert) it closes the connection. No session exists.
+    s_client = (f"openssl s_client -connect mcp-plugin-{name}:{port} -cipher 'DEFAULT:@SECLEVEL=0' -msg "
+                f"-cert /etc/mcpgateway/tls/client.crt -key /etc/mcpgateway/tls/client.key -CAfile /etc/mcpgateway/tls/ca.crt")
+    tls12 = h.run(s_client + " -tls1_2 -verify_return_error </dev/null")
+    assert tls12.rc == 0 and "Protocol  : TLSv1.2" in tls12.stdout, tls12.stdout[-800:] + tls12.stderr[-800:]
+    tls11 = h.run(s_client + " -tls1_1 </dev/null")
+    out11 = tls11.stdout + tls11.stderr
+    assert tls11.rc != 0 and "CONNECTED(" in out11, out11[-800:]
+    assert re.search(r">>> TLS 1\.1, Handshake \[length [0-9a-f]+\], ClientHello", out11), out11[-800:]
+    assert "ServerHello" not in out11 and "Cipher is (NONE)" in out11, out11[-800:]
+    assert re.search(r"<<< TLS 1\.[0-2], Alert \[length 0002\], fatal", out11) or "SSL handshake has read 0 bytes" in out11, out11[-800:]
     health = h.run(f"curl -sS --max-time 5 http://mcp-plugin-{name}:{port + 1000}/health")
     assert health.rc == 7, "the health port must not be reachable from the gateway host"
 
@@ -170,22 +183,56 @@ def test_check_mode_on_the_deployed_hosts_reports_nothing_to_change():
     assert set(recap) >= {GATEWAY, *PLUGIN_HOSTS} and not any(recap.values()), recap
 
 
-def test_verify_fails_on_a_world_readable_key():
-    """The verify role is not a rubber stamp: a key made world-readable fails the play, naming the file."""
+def _podman_write(name, path, data):
+    """Write DATA (bytes) to PATH on host NAME through stdin (never on a command line)."""
+    subprocess.run(["podman", "exec", "-i", name, "sh", "-c", f"mkdir -p \"$(dirname {shlex.quote(path)})\" && cat > {shlex.quote(path)}"],
+                   input=data, check=True, capture_output=True)
+
+
+def test_verify_fails_on_a_world_readable_key_and_finds_ca_key_copies_anywhere():
+    """The verify role is not a rubber stamp: a key made world-readable fails the play, naming the file; so
+    do copies of the CA key where the old search did not look: the encrypted key after 100 KiB of text in
+    /var/cache (a folder outside the old list, a file over the old 64 KiB cap), the decrypted key as the
+    second key of a PEM bundle, and a copy in /run (a tmpfs outside the old list)."""
     h = host("mcp-mol-plug1")
     key = "/etc/mcp-plugins/MolGuard/tls/server.key"
+    encrypted = (PKI / "ca/ca.key").read_bytes()
+    plain = subprocess.run(["openssl", "pkey", "-in", str(PKI / "ca/ca.key"), "-passin", "env:P"], capture_output=True, check=True,
+                           env=dict(os.environ, P=group_vars()["pki_ca_passphrase"])).stdout
+    other = subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+                           capture_output=True, check=True).stdout
+    planted = {"/var/cache/mcp-t/notes.txt": b"lorem ipsum\n" * 9000 + encrypted,
+               "/srv/mcp-t/bundle.pem": other + plain,
+               "/run/mcp-t/hidden.pem": plain}
     assert h.run(f"chmod 0644 {key}").rc == 0
     try:
+        for path, data in planted.items():
+            _podman_write("mcp-mol-plug1", path, data)
         run = _run_site("--tags", "verify_files")
     finally:
-        h.run(f"chmod 0600 {key}")
+        h.run(f"chmod 0600 {key}; rm -rf /var/cache/mcp-t /srv/mcp-t /run/mcp-t")
     out = run.stdout + run.stderr  # ansible-core 2.19 prints the failed assertion on stderr
     assert run.returncode != 0
     assert "check: file_owner_mode" in out and f"target: {key}" in out, out[-3000:]
+    assert "check: no_ca_private_key_on_host" in out, out[-3000:]
+    found = out[out.find("check: no_ca_private_key_on_host"):]
+    for path in planted:
+        assert path in found, (path, found[:3000])
+
+
+def _negative_checks():
+    """The refusal checks of verify's gateway side, as mtls_checks.py itself names them."""
+    spec = importlib.util.spec_from_file_location("mtls_checks", REPO / "roles/verify/files/mtls_checks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert len(module.NEGATIVE_CHECKS) >= 6, module.NEGATIVE_CHECKS
+    return module.NEGATIVE_CHECKS
 
 
 def test_verify_negative_checks_fail_when_the_plugin_is_down():
-    """With MolEcho stopped, its refusal checks must fail too: a refused connection is no TLS refusal."""
+    """With MolEcho stopped, every one of its refusal checks must fail too (a refused connection is no TLS
+    refusal, and a port that answers nothing proves nothing about the health port), and so must its
+    positive checks; MolWords, on the same host, keeps passing."""
     h = host("mcp-mol-plug2")
     # The socket too: systemd would start the instance again on the first connection.
     h.run("systemctl stop mcp-plugin-health@MolEcho.timer mcp-plugin@MolEcho.socket mcp-plugin@MolEcho.service")
@@ -196,10 +243,11 @@ def test_verify_negative_checks_fail_when_the_plugin_is_down():
     out = run.stdout + run.stderr
     assert run.returncode != 0 and "failed check(s) on mcp-mol-gw" in out, out[-3000:]
     failed = out[out.find("failed check(s) on mcp-mol-gw"):]
-    for check in ("mtls_handshake_with_gateway_cert", "no_client_cert_refused", "foreign_ca_cert_refused",
-                  "tls1_1_refused", "weak_tls1_2_suites_refused", "gateway_probe_mtls_call"):
-        assert f"check: {check}" in failed, (check, failed[:4000])
-    assert "target: MolEcho" in failed and "target: MolWords" not in failed, failed[:4000]
+    # to_nice_yaml sorts the keys of each record: check, expected, ok, seen, target.
+    pairs = set(re.findall(r"- check: (\S+)\n.*?\btarget: (\S+)", failed, re.S))
+    expected = {*_negative_checks(), "mtls_handshake_with_gateway_cert", "gateway_probe_mtls_call"}
+    assert {(check, "MolEcho") for check in expected} <= pairs, (sorted(expected - {c for c, t in pairs if t == "MolEcho"}), failed[:4000])
+    assert not [pair for pair in pairs if pair[1] == "MolWords"], failed[:4000]
 
 
 def _main_pid(h, name):

@@ -20,6 +20,12 @@ from molecule_support import served as _served
 PLUGIN_HOSTS = {"mcp-mol-plug1": ["MolGuard"], "mcp-mol-plug2": ["MolWords", "MolEcho"]}
 PLUGINS = {name: h for h, names in PLUGIN_HOSTS.items() for name in names}
 STOP, SUMMARY = "/tmp/rotate-loop.stop", "/tmp/rotate-loop.json"
+# The availability bounds asserted for every plugin during a rollout. A call that takes longer than
+# CALL_TIMEOUT_S fails, so a stall cannot pass as a slow success; GAP_BOUND_S bounds the longest time
+# without a successful call. An instance restart is a stop (graceful, capped at 5 s) and a start (about
+# 2.3 s to ready) while calls wait in the socket's backlog: measured 1.7-1.8 s alone on this machine, 4.7 s
+# (one call over 4 s) while another test suite loaded both cores.
+INTERVAL_S, CALL_TIMEOUT_S, GAP_BOUND_S = 0.2, 6.0, 12.0
 
 
 def rotate(*args, timeout=2400):
@@ -64,7 +70,7 @@ class Loop:
         gw = host(GATEWAY)
         gw.run(f"rm -f {STOP} {SUMMARY}")
         subprocess.run(["podman", "exec", "-d", GATEWAY, "runuser", "-u", "mcpgateway", "--", PROBE, "--loop", "3600",
-                        "--interval", "0.2", "--timeout", "20", "--stop-file", STOP, "--summary", SUMMARY], check=True)
+                        "--interval", str(INTERVAL_S), "--timeout", str(CALL_TIMEOUT_S), "--stop-file", STOP, "--summary", SUMMARY], check=True)
         deadline = time.monotonic() + 60
         while gw.run("pgrep -f -- '--loop 3600'").rc != 0:
             assert time.monotonic() < deadline, "the probe loop did not start"
@@ -83,13 +89,22 @@ class Loop:
         return False
 
     def report(self, what):
+        """Print the figures, then assert, for every plugin: it was watched without a watcher error, calls
+        were made all along (at least a quarter of the interval's pace), none failed, and the longest
+        gap without a successful call stayed within GAP_BOUND_S."""
         assert self.summary, "the probe loop wrote no summary"
-        total = self.summary["total"]
-        gaps = {name: p["longest_gap_s"] for name, p in self.summary["plugins"].items()}
+        total, plugins = self.summary["total"], self.summary["plugins"]
+        gaps = {name: p["longest_gap_s"] for name, p in plugins.items()}
         print(f"{what}: {total['calls']} calls, {total['failed']} failed, longest gap {total['longest_gap_s']} s "
               f"(per plugin {gaps}), duration {self.summary['duration_s']} s")
-        failures = {name: p["failures"] for name, p in self.summary["plugins"].items() if p["failures"]}
-        return total, failures
+        assert self.summary.get("error") is None and self.summary["timeout_s"] == CALL_TIMEOUT_S, self.summary
+        assert sorted(plugins) == sorted(PLUGINS), f"the loop watched {sorted(plugins)}"
+        least = int(self.summary["duration_s"] / INTERVAL_S / 4)
+        for name, p in plugins.items():
+            assert p["error"] is None, f"{what}: the watcher of {name} ended on an error: {p['error']}"
+            assert p["calls"] >= least, f"{what}: {name} made {p['calls']} calls in {self.summary['duration_s']} s (< {least})"
+            assert p["failed"] == 0, f"{what}: {name} failed {p['failed']} calls: {p['failures']}"
+            assert p["longest_gap_s"] <= GAP_BOUND_S, f"{what}: {name} went {p['longest_gap_s']} s without a successful call"
 
 
 def test_leaf_rotation_when_certificates_enter_the_window_refuses_no_call():
@@ -102,9 +117,7 @@ def test_leaf_rotation_when_certificates_enter_the_window_refuses_no_call():
     with Loop() as loop:
         run = rotate("-e", "pki_cert_days=900", "-e", "pki_renew_before_days=850")
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    total, failures = loop.report("leaf rotation (window)")
-    assert total["calls"] > 100 and total["ok"] == total["calls"] - total["failed"]
-    assert total["failed"] == 0, failures
+    loop.report("leaf rotation (window)")
     after = served()
     assert after == controller_leaves()
     assert all(after[name] != before[name] for name in PLUGINS), (before, after)
@@ -170,8 +183,7 @@ def test_ca_rotation_with_overlapping_trust_refuses_no_call_and_is_idempotent():
     with Loop() as loop:
         run = rotate("-e", "rotate_force=ca")
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    total, failures = loop.report("CA rotation")
-    assert total["calls"] > 100 and total["failed"] == 0, failures
+    loop.report("CA rotation")
     new_ca = controller_fingerprint(PKI / "ca/ca.crt")
     assert new_ca != old_ca
     assert not (PKI / "ca/rotation.json").exists() and not (PKI / "ca/next").exists()

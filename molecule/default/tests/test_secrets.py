@@ -21,7 +21,7 @@ import stat
 import subprocess
 
 import pytest
-from molecule_support import GATEWAY, PKI, PLUGIN_HOSTS, REPO, REPORT, group_vars, host, playbook, recap
+from molecule_support import GATEWAY, PKI, PLUGIN_HOSTS, REPO, REPORT, group_vars, host, playbook, private_key_files, recap
 
 HOSTS = [GATEWAY, *PLUGIN_HOSTS]
 VERBOSE = ("-vvv", "--diff")
@@ -133,6 +133,11 @@ def test_no_key_or_passphrase_in_any_output_or_log(runs):
     searched = {**OUTPUTS, **runs}
     print("searched: " + ", ".join(f"{where} ({len(text)} chars)" for where, text in searched.items()))
     assert len(OUTPUTS) == 4 and all(len(text) > 5000 for text in OUTPUTS.values()), {k: len(v) for k, v in OUTPUTS.items()}
+    # What is searched, besides the 4 runs: the wrapper's output, its log files, the report, and the whole
+    # journal and /var/log of every host (a journal of a few lines would mean it was not read).
+    assert "wrapper output" in runs and str(REPORT) in runs, sorted(runs)
+    assert len(runs) >= 2 + 1 + 2 * len(HOSTS), sorted(runs)  # at least one log file of the wrapper's
+    assert all(len(runs[f"{name}: journal"]) > 10000 and f"{name}: /var/log" in runs for name in HOSTS), {k: len(v) for k, v in runs.items()}
     secrets = needles()
     print(f"{len(secrets)} strings searched for in {len(searched)} outputs and logs "
           f"({sum(len(t) for t in searched.values())} characters)")
@@ -173,7 +178,7 @@ def test_the_ca_key_is_on_the_controller_only_and_0600(runs):
     assert (PKI / "ca/ca.key").read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
     ca_body = "".join(pem_key_lines((PKI / "ca/ca.key").read_text()))
     for name in HOSTS:
-        copies = host(name).run(
-            "grep -rlsI -e 'PRIVATE KEY-----' /etc /opt /srv /var/lib /root /home /tmp /usr/local").stdout.split()
-        for path in copies:
-            assert "".join(pem_key_lines(host(name).file(path).content_string)) != ca_body, f"{name}:{path}"
+        copies = private_key_files(host(name))
+        assert copies, f"{name}: no private key found at all (the search would prove nothing)"
+        for path, text in copies.items():
+            assert ca_body not in "".join(pem_key_lines(text)), f"{name}:{path}"
