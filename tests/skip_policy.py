@@ -43,19 +43,19 @@ def pytest_configure(config):
     config.stash[_STRICT] = os.environ.get("CI", "").lower() == "true"
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item):
-    report = yield
-    failure = _violation(report, item.config)
+def _enforce(report, config):
+    """REPORT, turned into a failure when it is a skip that CI does not accept."""
+    failure = _violation(report, config)
     if failure:
         report.outcome, report.longrepr = "failed", failure
     return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item):
+    return _enforce((yield), item.config)
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_make_collect_report(collector):
-    report = yield
-    failure = _violation(report, collector.config)
-    if failure:
-        report.outcome, report.longrepr = "failed", failure
-    return report
+    return _enforce((yield), collector.config)

@@ -115,6 +115,21 @@ class HeldLock:
         self.lock.release()
 
 
+def run_while_locked(root, work, runs):
+    """Start RUNS ((module, args) pairs) while this test holds ROOT/ca's lock: each must be seen waiting
+    for it and nothing may be written meanwhile; then let go and return each run's (rc, result)."""
+    before = snapshot(root)
+    held = HeldLock(root / "ca")
+    try:
+        procs = [start_module(module, args, work) for module, args in runs]
+        assert wait_for_waiters(held.path, len(procs)) == {proc.pid for proc in procs}
+        time.sleep(0.3)
+        assert snapshot(root) == before, "a run wrote while another held the lock"
+    finally:
+        held.release()
+    return [finish(proc) for proc in procs]
+
+
 # ---------------------------------------------------------------- the tree
 
 def snapshot(root):
@@ -274,16 +289,8 @@ def test_three_concurrent_rotation_starts_make_exactly_one_new_ca(tmp_path):
     entries = leaf_entries(root, 2, key_type="ecdsa")
     ok("certificate_set", set_args(root, entries), work)
     current = snapshot(root)
-    held = HeldLock(root / "ca")
     args = {"ca_dir": "%s/ca" % root, "state": "started", "key_type": "rsa", "key_size": 2048}
-    try:
-        procs = [start_module("ca_rotation", args, work) for _index in range(3)]
-        wait_for_waiters(held.path, 3)
-        time.sleep(0.3)
-        assert snapshot(root) == current, "a run wrote while another held the lock"
-    finally:
-        held.release()
-    outcomes = [finish(proc) for proc in procs]
+    outcomes = run_while_locked(root, work, [("ca_rotation", args)] * 3)
     for rc, result in outcomes:
         assert rc == 0, result["_out"]
     results = [result for _rc, result in outcomes]
@@ -314,16 +321,7 @@ def test_runs_in_two_phases_of_a_ca_rotation_never_pair_a_key_with_another_runs_
     ok("ca_rotation", {"ca_dir": "%s/ca" % root, "state": "started", "key_type": "ecdsa"}, work)
     trust = set_args(root, entries, signing="ca", trust=["%s/ca/next/ca.crt" % root], force=True)
     reissue = set_args(root, entries, signing="ca/next", trust=["%s/ca/ca.crt" % root], force=True)
-    before = snapshot(root)
-    held = HeldLock(root / "ca")
-    try:
-        procs = [start_module("certificate_set", trust, work), start_module("certificate_set", reissue, work)]
-        assert wait_for_waiters(held.path, 2) == {proc.pid for proc in procs}
-        time.sleep(0.3)
-        assert snapshot(root) == before, "a run wrote while another held the lock"
-    finally:
-        held.release()
-    outcomes = [finish(proc) for proc in procs]
+    outcomes = run_while_locked(root, work, [("certificate_set", trust), ("certificate_set", reissue)])
     for rc, result in outcomes:
         assert rc == 0, result["_out"]
     signers = set()
