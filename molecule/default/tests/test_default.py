@@ -243,8 +243,8 @@ def test_verify_negative_checks_fail_when_the_plugin_is_down():
     out = run.stdout + run.stderr
     assert run.returncode != 0 and "failed check(s) on mcp-mol-gw" in out, out[-3000:]
     failed = out[out.find("failed check(s) on mcp-mol-gw"):]
-    # to_nice_yaml sorts the keys of each record: check, expected, ok, seen, target.
-    pairs = set(re.findall(r"- check: (\S+)\n.*?\btarget: (\S+)", failed, re.S))
+    # to_nice_yaml sorts the keys of each record (check, expected, ok, seen, target) and indents by 4: "-   check: X".
+    pairs = set(re.findall(r"^\s*-\s+check: (\S+)\n.*?\btarget: (\S+)", failed, re.S | re.M))
     expected = {*_negative_checks(), "mtls_handshake_with_gateway_cert", "gateway_probe_mtls_call"}
     assert {(check, "MolEcho") for check in expected} <= pairs, (sorted(expected - {c for c, t in pairs if t == "MolEcho"}), failed[:4000])
     assert not [pair for pair in pairs if pair[1] == "MolWords"], failed[:4000]
