@@ -192,7 +192,7 @@ def test_ca_rotation_with_overlapping_trust_refuses_no_call_and_is_idempotent():
     report = json.loads(REPORT.read_text())
     assert report["status"] == "ok"
     assert [report["stages"][s]["ca_phase"] for s in ("trust", "reissue")] == ["trust", "reissue"]
-    assert all(report["stages"][s]["hosts"] == [*PLUGIN_HOSTS, GATEWAY] for s in ("trust", "reissue", "renew"))
+    assert all(report["stages"][s]["hosts"] == [*PLUGIN_HOSTS, GATEWAY] for s in ("trust", "reissue", "renew")), report["stages"]
     # Every bundle holds the new CA only, and every served certificate chains to it, strictly.
     new_pem = (PKI / "ca/ca.crt").read_text().strip()
     bundles = [(GATEWAY, "/etc/mcpgateway/tls/ca.crt")] + [
