@@ -13,15 +13,27 @@ Env MCP_LAB_INVENTORY overrides the inventory directory.
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import re
 import sys
 from pathlib import Path
 
 import yaml
 
 GROUPS = ("mcp_gateways", "mcp_plugin_servers")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def _load_plan():
+    """The collection's plugin plan (plugins/module_utils/_plan.py: standard library only), so that the lab
+    names and reaches the plugins exactly as the roles do."""
+    path = Path(__file__).resolve().parents[2] / "plugins" / "module_utils" / "_plan.py"
+    spec = importlib.util.spec_from_file_location("mcp_plugin_plan", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PLAN = _load_plan()
 
 
 def load(path: Path) -> dict:
@@ -71,24 +83,32 @@ def inventory() -> list[dict]:
     return hosts
 
 
-def plugins_of(entry: dict) -> list[dict]:
-    plugins = entry["vars"].get("plugin_server_plugins") or []
-    if entry["group"] != "mcp_plugin_servers":
-        return []
-    for plugin in plugins:
-        name = str(plugin.get("name", ""))
-        if not NAME_RE.match(name):
-            sys.exit(f"inventory.py: host {entry['host']}: plugin name {name!r} is not a valid certificate name")
-    return plugins
+def plan(hosts: list[dict]) -> list[dict]:
+    """The plugin plan of the lab inventory, as the gateway hosts see it."""
+    hostvars = {entry["host"]: entry["vars"] for entry in hosts}
+    groups: dict[str, list[str]] = {}
+    for entry in hosts:
+        groups.setdefault(entry["group"], []).append(entry["host"])
+    for host, variables in hostvars.items():
+        for plugin in variables.get(PLAN.PLUGIN_VAR) or [] if host in groups.get("mcp_plugin_servers", []) else []:
+            problem = PLAN.name_problem(plugin.get("name"))
+            if problem:
+                sys.exit(f"inventory.py: host {host}: {problem}")
+    try:
+        return PLAN.plugin_plan(hostvars, groups, gateways=groups.get("mcp_gateways", []))
+    except PLAN.PlanError as exc:
+        sys.exit(f"inventory.py: {exc}")
 
 
-def aliases(entry: dict) -> list[str]:
-    """DNS names the gateway uses for this host's plugins (the certificates' DNS SANs).
-    DNS is case-insensitive but aardvark-dns matches names exactly, and clients lower-case the
-    host of a URL: register the spelling from the inventory and its lower-case form."""
+def aliases(entry: dict, plugins: list[dict]) -> list[str]:
+    """DNS names the gateway uses for this host's plugins (the certificates' DNS SANs: the plan's address,
+    and the plugin's name). DNS is case-insensitive but aardvark-dns matches names exactly, and clients
+    lower-case the host of a URL: register the spelling from the inventory and its lower-case form."""
     names: list[str] = []
-    for plugin in plugins_of(entry):
-        for name in (f"mcp-plugin-{plugin['name']}", str(plugin["name"])):
+    for plugin in plugins:
+        if plugin["inventory_host"] != entry["host"]:
+            continue
+        for name in (plugin["address"], str(plugin["name"])):
             for spelling in (name, name.lower()):
                 if spelling not in names and spelling != entry["host"]:
                     names.append(spelling)
@@ -98,25 +118,24 @@ def aliases(entry: dict) -> list[str]:
 def main(argv: list[str]) -> int:
     what = argv[1] if len(argv) > 1 else "hosts"
     hosts = inventory()
+    plugins = [plugin for plugin in plan(hosts) if plugin["deployed"]]
     if what == "hosts":
         for entry in hosts:
             image = entry["vars"].get("mcp_lab_image")
             if not image:
                 sys.exit(f"inventory.py: host {entry['host']} has no mcp_lab_image")
             network = entry["vars"].get("mcp_lab_network", "mcp-lab")
-            print("\t".join([entry["host"], entry["group"], image, network, ",".join(aliases(entry))]))
+            print("\t".join([entry["host"], entry["group"], image, network, ",".join(aliases(entry, plugins))]))
     elif what == "packages":
         seen = []
-        for entry in hosts:
-            for plugin in plugins_of(entry):
-                for requirement in plugin.get("packages") or []:
-                    if requirement not in seen:
-                        seen.append(requirement)
+        for plugin in plugins:
+            for requirement in plugin.get("packages") or []:
+                if requirement not in seen:
+                    seen.append(requirement)
         print("\n".join(seen))
     elif what == "plugins":
-        for entry in hosts:
-            for plugin in plugins_of(entry):
-                print(f"{entry['host']}\t{plugin['name']}\t{plugin.get('port', '')}")
+        for plugin in plugins:
+            print(f"{plugin['inventory_host']}\t{plugin['name']}\t{plugin.get('port', '')}")
     else:
         sys.exit(f"inventory.py: unknown command {what!r} (hosts|packages|plugins)")
     return 0

@@ -4,14 +4,14 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.mcpgateway.mtls.plugins.module_utils import _gateway, _inventory, _tlsset, _verify
+from ansible_collections.mcpgateway.mtls.plugins.module_utils import _gateway, _inventory, _plan, _tlsset, _verify
 
 
 def _wrap(func):
     def filter_(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except _inventory.PlanError as exc:
+        except _plan.PlanError as exc:
             raise AnsibleFilterError(str(exc)) from None
 
     filter_.__name__ = func.__name__
@@ -24,7 +24,8 @@ class FilterModule:
     def filters(self):
         return {
             "external_plugins": _wrap(_inventory.external_plugins),
-            "inventory_plugins": _wrap(_inventory.inventory_plugins),
+            "plugin_plan": _wrap(_plan.plugin_plan),
+            "host_plan": _wrap(_plan.host_plan),
             "pki_leaves": _wrap(_inventory.pki_leaves),
             "pki_tree": _wrap(_inventory.pki_tree),
             "tls_file_expectations": _wrap(_verify.tls_file_expectations),
@@ -34,7 +35,6 @@ class FilterModule:
             "tls_sets": _wrap(_tlsset.tls_sets),
             "tls_prune": _wrap(_tlsset.tls_prune),
             "server_tls_sets": _wrap(_tlsset.server_tls_sets),
-            "port_conflicts": _wrap(_inventory.port_conflicts),
-            "gateway_plugins": _wrap(_gateway.gateway_plugins),
+            "port_conflicts": _wrap(_plan.port_conflicts),
             "gateway_client_config": _wrap(_gateway.gateway_client_config),
         }

@@ -7,35 +7,13 @@ Pure functions: no Ansible, no I/O. Every error names the offending input and th
 
 from __future__ import annotations
 
-import re
-
-# A plugin name becomes a directory (plugins/NAME), a DNS SAN (NAME) and, with the prefix, a second DNS
-# SAN (mcp-plugin-NAME): so it must be one DNS label that still fits in 63 characters with the prefix.
-_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
-_MAX_LABEL = 63
-
-
-class PlanError(ValueError):
-    """A plugin list or config that cannot become a certificate tree."""
-
-
-def check_plugin_name(name, where="plugin", prefix="mcp-plugin-"):
-    """Return name if it is a valid certificate name, else raise PlanError naming it and the fix."""
-    if not isinstance(name, str) or not name.strip():
-        raise PlanError(f"{where}: the plugin name is empty or not a string ({name!r}); give every plugin a name")
-    limit = _MAX_LABEL - len(prefix)
-    if "/" in name or ".." in name or "\\" in name:
-        raise PlanError(
-            f"{where}: plugin name {name!r} contains a path separator or '..'; "
-            "a plugin name must be a single DNS label (letters, digits, '-')"
-        )
-    if len(name) > limit or not _LABEL.match(name):
-        raise PlanError(
-            f"{where}: plugin name {name!r} is not a valid certificate name; it must be 1-{limit} letters, "
-            f"digits or '-', starting and ending with a letter or digit, because it becomes the DNS SANs "
-            f"'{name}' and '{prefix}{name}' and a directory name; rename the plugin"
-        )
-    return name
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._plan import (  # noqa: F401 (PlanError: re-exported)
+    DEFAULT_PREFIX,
+    PlanError,
+    check_plugin_name,
+    pki_paths,
+    standard_sans,
+)
 
 
 def _check_sans(sans, where):
@@ -46,7 +24,7 @@ def _check_sans(sans, where):
     return list(sans)
 
 
-def normalize_plugins(entries, source="pki_plugins", prefix="mcp-plugin-"):
+def normalize_plugins(entries, source="pki_plugins", prefix=DEFAULT_PREFIX):
     """Names or dicts -> [{'name': str, 'sans': [...]}]; rejects empty, hostile and repeated names."""
     if entries is None:
         entries = []
@@ -55,8 +33,8 @@ def normalize_plugins(entries, source="pki_plugins", prefix="mcp-plugin-"):
     out, seen = [], {}
     for index, entry in enumerate(entries):
         where = f"{source}[{index}]"
-        if isinstance(entry, dict) and entry.get("host"):
-            where = f"host {entry['host']}: plugin_server_plugins entry {entry.get('name')!r}"
+        if isinstance(entry, dict) and entry.get("inventory_host"):
+            where = f"host {entry['inventory_host']}: plugin_server_plugins entry {entry.get('name')!r}"
         if isinstance(entry, dict):
             if "name" not in entry:
                 raise PlanError(f"{where}: a plugin entry needs a 'name'")
@@ -89,21 +67,7 @@ def external_plugins(config, source="plugins config"):
     return names
 
 
-def inventory_plugins(hosts, hostvars, var="plugin_server_plugins"):
-    """Every plugin declared on the given hosts, with its host added (for checks and error messages)."""
-    out = []
-    for host in hosts or []:
-        plugins = (hostvars.get(host) or {}).get(var) or []
-        if not isinstance(plugins, list):
-            raise PlanError(f"host {host}: {var} must be a list of plugin dicts")
-        for index, plugin in enumerate(plugins):
-            if not isinstance(plugin, dict) or "name" not in plugin:
-                raise PlanError(f"host {host}: {var}[{index}] needs a 'name'")
-            out.append(dict(plugin, sans=plugin.get("sans") or [], host=host))
-    return out
-
-
-def pki_leaves(entries, pki_dir, plugin_subject_prefix="mcp-plugin-",
+def pki_leaves(entries, pki_dir, plugin_subject_prefix=DEFAULT_PREFIX,
                gateway_subject="/CN=mcp-gateway-client/O=MCPGateway/OU=Gateway",
                gateway_passphrase="", plugin_passphrase=""):
     """The certificate_set items for the gateway client and every plugin, in the upstream layout."""
@@ -125,8 +89,8 @@ def pki_leaves(entries, pki_dir, plugin_subject_prefix="mcp-plugin-",
     leaves = [gateway]
     for plugin in plugins:
         name = plugin["name"]
-        base = f"{pki_dir}/plugins/{name}"
-        sans = [f"DNS:{name}", f"DNS:{plugin_subject_prefix}{name}", "DNS:localhost"]
+        paths = pki_paths(pki_dir, name)
+        sans = standard_sans(name, plugin_subject_prefix)
         for extra in plugin["sans"]:
             if extra not in sans:
                 sans.append(extra)
@@ -135,9 +99,9 @@ def pki_leaves(entries, pki_dir, plugin_subject_prefix="mcp-plugin-",
             "profile": "server",
             "subject": f"/CN={plugin_subject_prefix}{name}/O=MCPGateway/OU=Plugins",
             "sans": sans,
-            "key_path": f"{base}/server.key",
-            "cert_path": f"{base}/server.crt",
-            "ca_copy_path": f"{base}/ca.crt",
+            "key_path": paths["key"],
+            "cert_path": paths["cert"],
+            "ca_copy_path": paths["ca"],
         }
         if plugin_passphrase:
             leaf["passphrase"] = plugin_passphrase
@@ -157,27 +121,9 @@ def pki_tree(plugin_dirs, pki_dir, gateway_passphrase="", plugin_passphrase=""):
     tree = [{"name": "ca", "cert_path": f"{pki_dir}/ca/ca.crt"}, gateway]
     for folder in sorted(str(d).rstrip("/") for d in plugin_dirs or []):
         name = folder.rsplit("/", 1)[-1]
-        leaf = {"name": name, "cert_path": f"{folder}/server.crt", "key_path": f"{folder}/server.key"}
+        paths = pki_paths(pki_dir, name)
+        leaf = {"name": name, "cert_path": paths["cert"], "key_path": paths["key"]}
         if plugin_passphrase:
             leaf["passphrase"] = plugin_passphrase
         tree.append(leaf)
     return tree
-
-
-def port_conflicts(plugins, health_offset=1000):
-    """For each plugin of one host, the other plugins whose mTLS or health port collides with its own.
-
-    Each plugin uses PORT (mTLS) and PORT + health_offset (plain-HTTP health). Returns
-    {name: [names it collides with]} for every plugin; an empty list means no collision.
-    """
-    used = {}
-    for plugin in plugins or []:
-        port = int(plugin["port"])
-        for number in (port, port + health_offset):
-            used.setdefault(number, []).append(plugin["name"])
-    out = {}
-    for plugin in plugins or []:
-        port = int(plugin["port"])
-        others = {n for number in (port, port + health_offset) for n in used[number] if n != plugin["name"]}
-        out[plugin["name"]] = sorted(others)
-    return out

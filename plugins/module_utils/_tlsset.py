@@ -13,7 +13,7 @@ import hashlib
 import posixpath
 import re
 
-from ansible_collections.mcpgateway.mtls.plugins.module_utils._inventory import PlanError
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._plan import PlanError, pki_paths
 
 _DEST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LINK = "tls"
@@ -96,15 +96,15 @@ def server_tls_sets(names, pki_dir, config_dir, owner, group):
     CONFIG_DIR/NAME/tls/ (key OWNER:GROUP 0600, certificates root 0644)."""
     out = []
     for name in names or []:
-        src = "%s/plugins/%s" % (str(pki_dir).rstrip("/"), name)
+        src = pki_paths(pki_dir, name)
         out.append({
             "name": name,
             "dir": "%s/%s" % (str(config_dir).rstrip("/"), name),
             "group": group,
             "files": [
-                {"src": src + "/server.key", "dest": "server.key", "owner": owner, "group": group, "mode": "0600"},
-                {"src": src + "/server.crt", "dest": "server.crt", "owner": "root", "group": "root", "mode": "0644"},
-                {"src": src + "/ca.crt", "dest": "ca.crt", "owner": "root", "group": "root", "mode": "0644"},
+                {"src": src["key"], "dest": "server.key", "owner": owner, "group": group, "mode": "0600"},
+                {"src": src["cert"], "dest": "server.crt", "owner": "root", "group": "root", "mode": "0644"},
+                {"src": src["ca"], "dest": "ca.crt", "owner": "root", "group": "root", "mode": "0644"},
             ],
         })
     return out

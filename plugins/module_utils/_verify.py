@@ -5,7 +5,7 @@ gateway and verify roles)."""
 
 from __future__ import annotations
 
-from ansible_collections.mcpgateway.mtls.plugins.module_utils._inventory import PlanError
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._plan import PlanError
 
 
 def tls_file_expectations(items, base_dir, owner, kind):

@@ -15,6 +15,9 @@ import yaml
 GATEWAY = "mcp-mol-gw"
 PLUGIN_HOSTS = {"mcp-mol-plug1": {"MolGuard": 8000}, "mcp-mol-plug2": {"MolWords": 8000, "MolEcho": 8100}}
 PLUGINS = {name: h for h, names in PLUGIN_HOSTS.items() for name in names}
+# Where the gateway dials each plugin (molecule.yml: gateway_plugin_host_prefix "mol-", MolEcho's `host`); the
+# hosts' network aliases are these names only, so a check that dials mcp-plugin-NAME cannot pass.
+ADDRESS = {"MolGuard": "mol-MolGuard", "MolWords": "mol-MolWords", "MolEcho": "echo.mol.test"}
 REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 PKI = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "certs/mcp"
 REPORT = PKI.parent / "rotate-report.json"
@@ -25,6 +28,13 @@ def group_vars():
     """The group_vars of `all` of the molecule inventory (molecule.yml's), e.g. the passphrases."""
     path = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "inventory/group_vars/all"
     return yaml.safe_load(path.read_text())
+
+
+def network_aliases(container):
+    """The network aliases molecule.yml gives CONTAINER (to restore them after a network fault)."""
+    platforms = yaml.safe_load((Path(__file__).resolve().parents[1] / "molecule.yml").read_text())["platforms"]
+    opts = next(p for p in platforms if p["name"] == container).get("extra_opts") or []
+    return [opt.split("=", 1)[1] for opt in opts if opt.startswith("--network-alias=")]
 
 
 def host(name):

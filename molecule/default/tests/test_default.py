@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import testinfra
-from molecule_support import group_vars, private_key_files
+from molecule_support import ADDRESS, group_vars, private_key_files
 
 GATEWAY = "mcp-mol-gw"
 PLUGIN_HOSTS = {"mcp-mol-plug1": {"MolGuard": 8000}, "mcp-mol-plug2": {"MolWords": 8000, "MolEcho": 8100}}
@@ -144,7 +144,7 @@ def test_gateway_files_service_and_probe():
 def test_handshakes_from_the_gateway_host(name):
     h = host(GATEWAY)
     port = PLUGINS[name][1]
-    base = f"curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 --cacert /etc/mcpgateway/tls/ca.crt https://mcp-plugin-{name}:{port}/mcp"
+    base = f"curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 --cacert /etc/mcpgateway/tls/ca.crt https://{ADDRESS[name]}:{port}/mcp"
     ok = h.run(base + " --cert /etc/mcpgateway/tls/client.crt --key /etc/mcpgateway/tls/client.key")
     assert ok.rc == 0 and ok.stdout.isdigit(), ok.stderr
     refused = h.run(base)
@@ -152,7 +152,7 @@ def test_handshakes_from_the_gateway_host(name):
     # TLS 1.1 refused by the server: the same client completes TLS 1.2 (the server is up and talks to it);
     # with TLS 1.1 it connects, its ClientHello really goes out, and the server answers with no ServerHello:
     # an alert, or (uvicorn: asyncio's TLS sends no alert) it closes the connection. No session exists.
-    s_client = (f"openssl s_client -connect mcp-plugin-{name}:{port} -cipher 'DEFAULT:@SECLEVEL=0' -msg "
+    s_client = (f"openssl s_client -connect {ADDRESS[name]}:{port} -cipher 'DEFAULT:@SECLEVEL=0' -msg "
                 f"-cert /etc/mcpgateway/tls/client.crt -key /etc/mcpgateway/tls/client.key -CAfile /etc/mcpgateway/tls/ca.crt")
     tls12 = h.run(s_client + " -tls1_2 -verify_return_error </dev/null")
     assert tls12.rc == 0 and "Protocol  : TLSv1.2" in tls12.stdout, tls12.stdout[-800:] + tls12.stderr[-800:]
@@ -162,7 +162,7 @@ def test_handshakes_from_the_gateway_host(name):
     assert re.search(r">>> TLS 1\.1, Handshake \[length [0-9a-f]+\], ClientHello", out11), out11[-800:]
     assert "ServerHello" not in out11 and "Cipher is (NONE)" in out11, out11[-800:]
     assert re.search(r"<<< TLS 1\.[0-2], Alert \[length 0002\], fatal", out11) or "SSL handshake has read 0 bytes" in out11, out11[-800:]
-    health = h.run(f"curl -sS --max-time 5 http://mcp-plugin-{name}:{port + 1000}/health")
+    health = h.run(f"curl -sS --max-time 5 http://{ADDRESS[name]}:{port + 1000}/health")
     assert health.rc == 7, "the health port must not be reachable from the gateway host"
 
 
@@ -267,7 +267,7 @@ def test_certificate_change_restarts_only_that_plugin_and_is_served():
                      "ca_passphrase": group_vars()["pki_ca_passphrase"],
                      "passphrase": group_vars()["pki_plugin_key_passphrase"],
                      "subject": "/CN=mcp-plugin-MolWords/O=MCPGateway/OU=Plugins", "key_type": "ecdsa", "force": True,
-                     "sans": ["DNS:MolWords", "DNS:mcp-plugin-MolWords", "DNS:localhost"]})],
+                     "sans": ["DNS:MolWords", "DNS:mcp-plugin-MolWords", "DNS:localhost", "DNS:" + ADDRESS["MolWords"]]})],
         cwd=REPO, capture_output=True, text=True, check=False)
     assert forced.returncode == 0, forced.stdout + forced.stderr
     new = (PKI / "plugins/MolWords/server.crt").read_bytes()
@@ -277,7 +277,7 @@ def test_certificate_change_restarts_only_that_plugin_and_is_served():
     after = {name: _main_pid(host(PLUGINS[name][0]), name) for name in PLUGINS}
     assert after["MolWords"] != pids["MolWords"]
     assert {k: v for k, v in after.items() if k != "MolWords"} == {k: v for k, v in pids.items() if k != "MolWords"}
-    served = host(GATEWAY).run("openssl s_client -connect mcp-plugin-MolWords:8000 -cert /etc/mcpgateway/tls/client.crt "
+    served = host(GATEWAY).run(f"openssl s_client -connect {ADDRESS['MolWords']}:8000 -cert /etc/mcpgateway/tls/client.crt "
                                "-key /etc/mcpgateway/tls/client.key </dev/null 2>/dev/null | openssl x509 -outform PEM")
     deployed = h2.run("cat /etc/mcp-plugins/MolWords/tls/server.crt").stdout
     assert served.stdout.strip() == deployed.strip() == new.decode().strip()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from molecule_support import (GATEWAY, PKI, PLUGIN_HOSTS, PLUGINS, REPORT, controller_leaves, fingerprint, host,
+from molecule_support import (GATEWAY, PKI, PLUGIN_HOSTS, PLUGINS, REPORT, controller_leaves, fingerprint, host, network_aliases,
                               main_pid, playbook, recap, served, start_container, stop_container)
 
 DOWN, UP = "mcp-mol-plug2", "mcp-mol-plug1"
@@ -96,7 +96,7 @@ def test_rotate_with_a_plugin_host_down_stops_there_and_a_rerun_resumes():
 
 
 def test_site_with_a_plugin_host_cut_off_from_the_gateway_leaves_the_gateway_and_a_rerun_completes():
-    aliases = [arg for name in PLUGIN_HOSTS[DOWN] for arg in ("--alias", f"mcp-plugin-{name}", "--alias", f"mcp-plugin-{name.lower()}")]
+    aliases = [arg for alias in network_aliases(DOWN) for arg in ("--alias", alias)]
     gw_before = gateway_state()
     subprocess.run(["podman", "network", "disconnect", "mcp-molecule", DOWN], check=True, capture_output=True)
     try:

@@ -14,7 +14,7 @@ import ipaddress
 import re
 
 import pytest
-from molecule_support import GATEWAY, PLUGIN_HOSTS, host
+from molecule_support import ADDRESS, GATEWAY, PLUGIN_HOSTS, host
 
 PORTS = {name: port for plugins in PLUGIN_HOSTS.values() for name, port in plugins.items()}
 CLIENT = "-cert /etc/mcpgateway/tls/client.crt -key /etc/mcpgateway/tls/client.key -CAfile /etc/mcpgateway/tls/ca.crt"
@@ -79,7 +79,7 @@ def test_only_the_mtls_ports_listen_off_host(name):
 def _handshakes(name, attempts):
     """Handshakes from the gateway host, one per (label, s_client arguments): label -> OK (completed),
     NO (refused) or CLIENT (the client could not even offer it: such a refusal would prove nothing)."""
-    lines = [f"if timeout 10 openssl s_client -connect mcp-plugin-{name}:{PORTS[name]} -servername mcp-plugin-{name} "
+    lines = [f"if timeout 10 openssl s_client -connect {ADDRESS[name]}:{PORTS[name]} -servername {ADDRESS[name]} "
              f"{CLIENT} {args} </dev/null >/tmp/hs.out 2>&1; then echo 'OK {label}'; "
              f"elif grep -qi 'no protocols available\\|no cipher match\\|no ciphers available' /tmp/hs.out; "
              f"then echo 'CLIENT {label}'; else echo 'NO {label}'; fi"

@@ -13,7 +13,7 @@ import re
 import subprocess
 import time
 
-from molecule_support import GATEWAY, PKI, PROBE, REPO, REPORT, controller_leaves, host
+from molecule_support import ADDRESS, GATEWAY, PKI, PROBE, REPO, REPORT, controller_leaves, host
 from molecule_support import fingerprint as controller_fingerprint
 from molecule_support import served as _served
 
@@ -201,7 +201,7 @@ def test_ca_rotation_with_overlapping_trust_refuses_no_call_and_is_idempotent():
         assert host(name).run(f"cat {path}").stdout.strip() == new_pem, (name, path)
     gw = host(GATEWAY)
     for name in PLUGINS:
-        chain = gw.run(f"openssl s_client -connect mcp-plugin-{name}:{8100 if name == 'MolEcho' else 8000} "
+        chain = gw.run(f"openssl s_client -connect {ADDRESS[name]}:{8100 if name == 'MolEcho' else 8000} "
                        "-cert /etc/mcpgateway/tls/client.crt -key /etc/mcpgateway/tls/client.key "
                        "-CAfile /etc/mcpgateway/tls/ca.crt -verify_return_error -x509_strict </dev/null")
         assert chain.rc == 0 and "Verify return code: 0 (ok)" in chain.stdout, chain.stdout[-800:] + chain.stderr[-800:]

@@ -1,47 +1,14 @@
-"""Plugin lists -> PKI plan: names, config files, inventory, expectations (module_utils/_inventory.py)."""
+"""Plugin lists -> PKI plan: plugin lists, config files, leaves, tree (module_utils/_inventory.py).
+
+The name rule, the plugin plan and port_conflicts are tested in test_plan.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _inventory as inv
-
-
-@pytest.mark.parametrize("name", ["MyPlugin", "example-plugin-a", "a", "A1", "x" * 52])
-def test_valid_names(name):
-    assert inv.check_plugin_name(name) == name
-
-
-@pytest.mark.parametrize("name, needle", [
-    ("", "empty"),
-    ("   ", "empty"),
-    (None, "empty"),
-    (7, "empty"),
-    ("../x", "path separator"),
-    ("a/b", "path separator"),
-    ("a\\b", "path separator"),
-    ("..", "path separator"),
-    ("x" * 53, "1-52"),
-    ("-lead", "not a valid certificate name"),
-    ("trail-", "not a valid certificate name"),
-    ("under_score", "not a valid certificate name"),
-    ("dot.ted", "not a valid certificate name"),
-    ("sp ace", "not a valid certificate name"),
-    ("$(reboot)", "not a valid certificate name"),
-    ("a;rm -rf", "not a valid certificate name"),
-    ("naïve", "not a valid certificate name"),
-    ("名前", "not a valid certificate name"),
-])
-def test_invalid_names_name_the_input_and_the_fix(name, needle):
-    with pytest.raises(inv.PlanError) as err:
-        inv.check_plugin_name(name, where="pki_plugins[3]")
-    assert "pki_plugins[3]" in str(err.value)
-    assert needle in str(err.value)
-
-
-def test_longer_prefix_shrinks_the_limit():
-    with pytest.raises(inv.PlanError, match="1-45"):
-        inv.check_plugin_name("x" * 46, prefix="mcp-plugin-server-")
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._plan import plugin_plan
 
 
 def test_normalize_names_and_dicts():
@@ -62,11 +29,27 @@ def test_normalize_rejects(entries, needle):
 
 
 def test_repeat_across_hosts_names_both_hosts():
+    """Role pki feeds the deployed plugins of the plan to pki_leaves: a name on two hosts names both."""
     hostvars = {"h1": {"plugin_server_plugins": [{"name": "A", "port": 8000}]},
-                "h2": {"plugin_server_plugins": [{"name": "A", "port": 8001}]}}
+                "h2": {"plugin_server_plugins": [{"name": "a", "port": 8001}]}}
+    plan = [p for p in plugin_plan(hostvars, {"mcp_plugin_servers": ["h1", "h2"]}) if p["deployed"]]
+    assert [(p["name"], p["inventory_host"]) for p in plan] == [("A", "h1"), ("a", "h2")]
     with pytest.raises(inv.PlanError) as err:
-        inv.pki_leaves(inv.inventory_plugins(["h1", "h2"], hostvars), "/pki")
-    assert "host h2" in str(err.value) and "host h1" in str(err.value)
+        inv.pki_leaves(plan, "/pki")
+    assert "host h2: plugin_server_plugins entry 'a'" in str(err.value) and "host h1" in str(err.value)
+
+
+def test_bad_name_from_the_inventory_names_its_host():
+    hostvars = {"h1": {"plugin_server_plugins": [{"name": "bad_name", "port": 8000}]}}
+    with pytest.raises(inv.PlanError, match="^host h1: plugin_server_plugins entry 'bad_name': plugin name 'bad_name'"):
+        inv.normalize_plugins(plugin_plan(hostvars, {"mcp_plugin_servers": ["h1"]}))
+
+
+def test_plan_sans_reach_the_leaves():
+    """A plugin's `host` (the address the gateway dials) becomes a SAN of its certificate."""
+    hostvars = {"h1": {"plugin_server_plugins": [{"name": "A", "port": 8000, "host": "a.example.test"}]}}
+    (_gateway, leaf) = inv.pki_leaves(plugin_plan(hostvars, {"mcp_plugin_servers": ["h1"]}), "/pki")
+    assert leaf["sans"] == ["DNS:A", "DNS:mcp-plugin-A", "DNS:localhost", "DNS:a.example.test"]
 
 
 def test_external_plugins_from_upstream_config():
@@ -83,13 +66,6 @@ def test_external_plugins_from_upstream_config():
 def test_external_plugins_rejects(config, needle):
     with pytest.raises(inv.PlanError, match=needle):
         inv.external_plugins(config, source="cfg.yaml")
-
-
-def test_inventory_plugins_keeps_host_and_fields():
-    hostvars = {"h1": {"plugin_server_plugins": [{"name": "A", "port": 8000}]}, "h2": {}}
-    assert inv.inventory_plugins(["h1", "h2"], hostvars) == [{"name": "A", "port": 8000, "sans": [], "host": "h1"}]
-    with pytest.raises(inv.PlanError, match="host h1: plugin_server_plugins must be a list"):
-        inv.inventory_plugins(["h1"], {"h1": {"plugin_server_plugins": {"name": "A"}}})
 
 
 def test_pki_leaves_upstream_layout():
@@ -122,14 +98,3 @@ def test_pki_tree_passes_the_passphrases_of_encrypted_keys():
     tree = inv.pki_tree(["/p/plugins/A"], "/p", "gw-pass", "plug-pass")
     assert [t.get("passphrase") for t in tree] == [None, "gw-pass", "plug-pass"]
     assert [t.get("passphrase") for t in inv.pki_tree(["/p/plugins/A"], "/p", "", "plug-pass")] == [None, None, "plug-pass"]
-
-
-@pytest.mark.parametrize("plugins, expected", [
-    ([{"name": "A", "port": 8000}, {"name": "B", "port": 8001}], {"A": [], "B": []}),
-    ([{"name": "A", "port": 8000}, {"name": "B", "port": 8000}], {"A": ["B"], "B": ["A"]}),
-    ([{"name": "A", "port": 8000}, {"name": "B", "port": 9000}], {"A": ["B"], "B": ["A"]}),  # A's health port
-    ([{"name": "A", "port": "8000"}, {"name": "B", "port": 7000}, {"name": "C", "port": 8000}],
-     {"A": ["B", "C"], "B": ["A", "C"], "C": ["A", "B"]}),
-])
-def test_port_conflicts(plugins, expected):
-    assert inv.port_conflicts(plugins) == expected

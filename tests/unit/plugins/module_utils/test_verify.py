@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _verify as inv
-from ansible_collections.mcpgateway.mtls.plugins.module_utils._inventory import PlanError
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._plan import PlanError
 
 
 def test_tls_file_expectations():
