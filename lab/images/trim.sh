@@ -36,6 +36,38 @@ for u in "${mask[@]}"; do
     ln -sfn /dev/null "$root/etc/systemd/system/$u"
 done
 
+# Reached like a fleet host: over ssh, as a non-root admin user with passwordless sudo (Ansible
+# becomes root). No password login, no root login; the authorized key is not in the image: each
+# container gets the lab's public key mounted read-only at /etc/ssh/authorized_keys/ (lab.sh,
+# molecule.yml), so a new key needs no rebuild. Host keys are made at each container's first boot.
+useradd --root "$root" --create-home --shell /bin/bash --uid 1000 --user-group mcp-admin
+printf 'mcp-admin ALL=(ALL:ALL) NOPASSWD: ALL\n' > "$root/etc/sudoers.d/50-mcp-admin"
+chmod 0440 "$root/etc/sudoers.d/50-mcp-admin"
+mkdir -p "$root/etc/ssh/sshd_config.d"
+cat > "$root/etc/ssh/sshd_config.d/50-lab.conf" <<'CONF'
+PermitRootLogin no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+AuthorizedKeysFile /etc/ssh/authorized_keys/%u
+UseDNS no
+MaxSessions 64
+MaxStartups 64:30:128
+CONF
+rm -f "$root"/etc/ssh/ssh_host_*
+cat > "$root/etc/systemd/system/mcp-lab-ssh-hostkeys.service" <<'UNIT'
+[Unit]
+Description=Generate this container's ssh host keys
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+UNIT
+mkdir -p "$root/etc/systemd/system/ssh.service.wants" "$root/etc/systemd/system/multi-user.target.wants"
+ln -sfn /etc/systemd/system/mcp-lab-ssh-hostkeys.service "$root/etc/systemd/system/ssh.service.wants/mcp-lab-ssh-hostkeys.service"
+ln -sfn /lib/systemd/system/ssh.service "$root/etc/systemd/system/multi-user.target.wants/ssh.service"
+
 # Journal in memory only, small.
 mkdir -p "$root/etc/systemd/journald.conf.d"
 cat > "$root/etc/systemd/journald.conf.d/50-container.conf" <<'CONF'

@@ -3,9 +3,11 @@ which containers exist, their images and the network aliases of the plugins they
 
 A deliberately small reader (PyYAML only, no ansible): hosts.yml groups plus group_vars/ and
 host_vars/ files named after a group or host (.yml/.yaml). Jinja expressions are not evaluated;
-the lab keys it reads (mcp_lab_image, mcp_lab_network, plugin_server_plugins) must be literals.
+the lab keys it reads (mcp_lab_image, mcp_lab_network, mcp_lab_mgmt_network, mcp_lab_mgmt_subnet,
+ansible_host, plugin_server_plugins) must be literals. Host variables may also sit in hosts.yml.
 
-Usage: inventory.py hosts            -> "HOST<TAB>GROUP<TAB>IMAGE<TAB>NETWORK<TAB>alias,alias..."
+Usage: inventory.py hosts            -> "HOST<TAB>GROUP<TAB>IMAGE<TAB>NETWORK<TAB>MGMT_NETWORK<TAB>MGMT_SUBNET<TAB>ADDRESS<TAB>alias,alias..."
+                                        (the aliases last: they may be empty, and read(1) merges empty tab fields)
        inventory.py packages         -> one extra pip requirement per line (plugins' `packages`)
        inventory.py plugins          -> "HOST<TAB>NAME<TAB>PORT" per plugin
 Env MCP_LAB_INVENTORY overrides the inventory directory.
@@ -47,17 +49,19 @@ def load(path: Path) -> dict:
     return {}
 
 
-def walk_groups(name: str, node: dict, parents: list[str], out: dict[str, list[str]]) -> None:
-    """Collect host -> groups (including parent groups) from a YAML inventory tree."""
+def walk_groups(name: str, node: dict, parents: list[str], out: dict[str, list[str]], inline: dict) -> None:
+    """Collect host -> groups (including parent groups) and the hosts' inline variables from a YAML
+    inventory tree."""
     node = node or {}
     chain = parents + [name]
-    for host in (node.get("hosts") or {}):
+    for host, variables in (node.get("hosts") or {}).items():
         out.setdefault(host, [])
+        inline.setdefault(host, {}).update(variables or {})
         for group in chain:
             if group not in out[host]:
                 out[host].append(group)
     for child, sub in (node.get("children") or {}).items():
-        walk_groups(child, sub, chain, out)
+        walk_groups(child, sub, chain, out, inline)
 
 
 def inventory() -> list[dict]:
@@ -66,15 +70,18 @@ def inventory() -> list[dict]:
     if not tree:
         sys.exit(f"inventory.py: no hosts.yml in {root}")
     host_groups: dict[str, list[str]] = {}
+    inline_vars: dict[str, dict] = {}
     for name, node in tree.items():
-        walk_groups(name, node, [], host_groups)
+        walk_groups(name, node, [], host_groups, inline_vars)
     hosts = []
     for host, groups in host_groups.items():
         variables: dict = {}
+        inline = inline_vars.get(host) or {}
         # all first, then the host's groups in tree order, then the host: later wins (like Ansible
         # for groups at different depths; our groups do not overlap).
         for group in ["all"] + [g for g in groups if g != "all"]:
             variables.update(load(root / "group_vars" / group))
+        variables.update(inline)
         variables.update(load(root / "host_vars" / host))
         role = next((g for g in groups if g in GROUPS), None)
         if role is None:
@@ -125,7 +132,13 @@ def main(argv: list[str]) -> int:
             if not image:
                 sys.exit(f"inventory.py: host {entry['host']} has no mcp_lab_image")
             network = entry["vars"].get("mcp_lab_network", "mcp-lab")
-            print("\t".join([entry["host"], entry["group"], image, network, ",".join(aliases(entry, plugins))]))
+            mgmt = entry["vars"].get("mcp_lab_mgmt_network", "mcp-lab-mgmt")
+            subnet = entry["vars"].get("mcp_lab_mgmt_subnet", "")
+            address = entry["vars"].get("ansible_host")
+            if not address or not subnet:
+                sys.exit(f"inventory.py: host {entry['host']} needs ansible_host and mcp_lab_mgmt_subnet (its ssh address)")
+            print("\t".join([entry["host"], entry["group"], image, network, mgmt, subnet, address,
+                             ",".join(aliases(entry, plugins))]))
     elif what == "packages":
         seen = []
         for plugin in plugins:

@@ -31,10 +31,11 @@ def group_vars():
 
 
 def network_aliases(container):
-    """The network aliases molecule.yml gives CONTAINER (to restore them after a network fault)."""
+    """The service-network aliases molecule.yml gives CONTAINER (to restore them after a network fault)."""
     platforms = yaml.safe_load((Path(__file__).resolve().parents[1] / "molecule.yml").read_text())["platforms"]
     opts = next(p for p in platforms if p["name"] == container).get("extra_opts") or []
-    return [opt.split("=", 1)[1] for opt in opts if opt.startswith("--network-alias=")]
+    service = [opt.split(":", 1)[1] for opt in opts if opt.startswith("--network=mcp-molecule:")]
+    return [part.split("=", 1)[1] for spec in service for part in spec.split(",") if part.startswith("alias=")]
 
 
 def host(name):
