@@ -9,7 +9,7 @@ with the gateway's certificate must get an HTTP answer there. A refusal only cou
 at the TLS level after our ClientHello went out over an established TCP connection; a refused connection, a
 name that does not resolve or a client that could not even load its certificate is no refusal.
 
-  mtls_checks.py remote --name N --url https://mcp-plugin-N:8000/mcp --cert C --key K --ca CA
+  mtls_checks.py remote --name N --url URL --cert C --key K --ca CA   (URL: the plugin plan's, as in plugins.yaml)
                         [--foreign-cert F --foreign-key FK [--foreign-ca FCA]] [--health-port P]
   mtls_checks.py local  --name N --port 8000
   mtls_checks.py ca-identities FILE...     (on the controller: the CA certificates and keys of the PKI tree)
@@ -237,7 +237,7 @@ def listening():
 
 def local(args):
     results = []
-    health = args.port + 1000
+    health = args.health_port
     rc, out = curl(f"http://127.0.0.1:{health}/health")
     results.append(check("health_answers_on_loopback", rc == 0 and out.endswith("200"),
                          f"HTTP 200 from http://127.0.0.1:{health}/health", f"exit {rc}: {out}"))
@@ -467,10 +467,11 @@ def main():
     r.add_argument("--foreign-cert")
     r.add_argument("--foreign-key")
     r.add_argument("--foreign-ca", help="the foreign CA: the foreign certificate must be a valid client certificate of it")
-    r.add_argument("--health-port", type=int)
+    r.add_argument("--health-port", type=int, help="the plugin plan's health port (default: the URL's port + 1000)")
     loc = sub.add_parser("local")
     loc.add_argument("--name", required=True)
     loc.add_argument("--port", type=int, required=True)
+    loc.add_argument("--health-port", type=int, required=True, help="the plugin plan's health port")
     g = sub.add_parser("gateway-service")
     g.add_argument("--unit", required=True)
     g.add_argument("--plugin", action="append", default=[])
