@@ -110,10 +110,27 @@ def test_no_ca_private_key_on_any_host(name):
     passphrase = shlex.quote(group_vars()["pki_plugin_key_passphrase"])
     for path, block in blocks:
         assert _key_body(block) not in ca_bodies, f"{name}: {path} holds a copy of the CA key"
+        if "OPENSSH PRIVATE KEY" in block:  # e.g. sshd's host keys: opened here, they are unencrypted
+            pub = _openssh_public_pem(block)
+            assert pub, f"{name}: the OpenSSH-format key in {path} cannot be opened, so it cannot be compared"
+            assert pub != ca_pub, f"{name}: {path} holds the CA private key (OpenSSH format)"
+            continue
         pub = h.run(f"printf '%s\\n' {shlex.quote(block)} | P={passphrase} openssl pkey -pubout -passin env:P")
         assert pub.rc == 0, f"{name}: a key in {path} cannot be opened, so it cannot be compared: {pub.stderr[-300:]}"
         assert pub.stdout.strip() != ca_pub, f"{name}: {path} holds the CA private key"
     print(f"{name}: {len(blocks)} PEM private keys compared with the CA's")
+
+
+def _openssh_public_pem(block):
+    """The public key (SubjectPublicKeyInfo PEM) of an unencrypted OpenSSH-format private key, or None."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_ssh_private_key(block.encode(), password=None)
+    except (ValueError, TypeError):
+        return None
+    return key.public_key().public_bytes(serialization.Encoding.PEM,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo).decode().strip()
 
 
 def _key_body(pem):

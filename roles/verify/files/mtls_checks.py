@@ -27,6 +27,7 @@ import re
 import socket
 import ssl
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -292,6 +293,65 @@ def key_blocks(handle, counter):
         buf = buf[begin.start():] if begin and len(buf) - begin.start() <= MAX_BLOCK else buf[-OVERLAP:]
 
 
+OPENSSH_MAGIC = b"openssh-key-v1\x00"
+EC_CURVES = {b"nistp256": "06082a8648ce3d030107", b"nistp384": "06052b81040022", b"nistp521": "06052b81040023"}
+
+
+def _der(tag, content):
+    size = len(content)
+    head = bytes([size]) if size < 0x80 else bytes([0x80 | ((size.bit_length() + 7) // 8)]) + size.to_bytes((size.bit_length() + 7) // 8, "big")
+    return bytes([tag]) + head + content
+
+
+def _ssh_fields(data, count, pos=0):
+    """COUNT length-prefixed strings of an SSH wire-format buffer from POS, and the position after them."""
+    fields = []
+    for _ in range(count):
+        (size,) = struct.unpack(">I", data[pos:pos + 4])
+        if pos + 4 + size > len(data):
+            raise ValueError("truncated")
+        fields.append(data[pos + 4:pos + 4 + size])
+        pos += 4 + size
+    return fields, pos
+
+
+def ssh_blob_spki(blob):
+    """The DER SubjectPublicKeyInfo of an SSH public key blob (RSA, ECDSA, Ed25519), None for other types."""
+    (kind,), _pos = _ssh_fields(blob, 1)
+    if kind == b"ssh-rsa":
+        _kind, e, n = _ssh_fields(blob, 3)[0]  # SSH mpints are DER INTEGER contents already (minimal, signed)
+        key = _der(0x30, _der(0x02, n) + _der(0x02, e))
+        return _der(0x30, bytes.fromhex("300d06092a864886f70d0101010500") + _der(0x03, b"\x00" + key))
+    if kind.startswith(b"ecdsa-sha2-"):
+        _kind, curve, point = _ssh_fields(blob, 3)[0]
+        if curve not in EC_CURVES:
+            return None
+        algorithm = _der(0x30, bytes.fromhex("06072a8648ce3d0201" + EC_CURVES[curve]))
+        return _der(0x30, algorithm + _der(0x03, b"\x00" + point))
+    if kind == b"ssh-ed25519":
+        _kind, key = _ssh_fields(blob, 2)[0]
+        return _der(0x30, bytes.fromhex("300506032b6570") + _der(0x03, b"\x00" + key))
+    return None
+
+
+def openssh_public_key_digests(block):
+    """sha256 of the SubjectPublicKeyInfo of each key in an OpenSSH-format private key block ("BEGIN OPENSSH
+    PRIVATE KEY", what ssh-keygen writes; also a CA key converted to it). The format keeps the public keys in
+    clear even when the private part is encrypted, so encrypted keys are compared too. None when unreadable."""
+    body = re.search(rb"-----BEGIN OPENSSH PRIVATE KEY-----(.*?)-----END OPENSSH PRIVATE KEY-----", block, re.S)
+    try:
+        data = base64.b64decode(b"".join(body.group(1).split()), validate=True)
+        if not data.startswith(OPENSSH_MAGIC):
+            return None
+        _header, pos = _ssh_fields(data, 3, len(OPENSSH_MAGIC))  # cipher, kdf, kdf options
+        (count,) = struct.unpack(">I", data[pos:pos + 4])
+        blobs, _pos = _ssh_fields(data, count, pos + 4)
+        spkis = [ssh_blob_spki(blob) for blob in blobs]
+    except (AttributeError, ValueError, struct.error, KeyError):
+        return None
+    return [hashlib.sha256(spki).hexdigest() for spki in spkis if spki] or None
+
+
 def public_key_digest(block):
     """sha256 of the DER SubjectPublicKeyInfo of an unencrypted PEM private key (None when openssl cannot read it)."""
     proc = subprocess.run(["openssl", "pkey", "-pubout", "-outform", "DER", "-passin", "pass:"], input=block,
@@ -394,7 +454,8 @@ def ca_key(args):
     cgroups, devpts ..., recognised by device number, so a symlink into them is not followed either) and the
     --exclude folders; every regular file is read to its end, whatever its size. Each PEM private key block is
     compared by content with the controller's CA keys (--ca-key-digest; also finds encrypted copies) and,
-    when unencrypted, by public key with the controller's CA certificates (--ca-spki)."""
+    when unencrypted or in OpenSSH format (whose public keys are in clear), by public key with the
+    controller's CA certificates (--ca-spki)."""
     started = time.monotonic()
     spki, digests = set(args.ca_spki), set(args.ca_key_digest)
     if not spki:
@@ -421,6 +482,12 @@ def ca_key(args):
                     keys += 1
                     if digests.intersection(key_body_digests(block)):
                         found.append(path)
+                    elif b"BEGIN OPENSSH PRIVATE KEY" in block:
+                        publics = openssh_public_key_digests(block)
+                        if publics is None:
+                            unparsed.append(path)
+                        elif spki.intersection(publics):
+                            found.append(path)
                     elif b"ENCRYPTED" in block:
                         encrypted.append(path)
                     else:

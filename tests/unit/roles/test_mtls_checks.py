@@ -4,6 +4,7 @@ search for CA private keys in a whole (temporary) file system tree."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import http.server
 import io
@@ -444,3 +445,55 @@ def test_key_body_digests_ignore_headers_and_line_breaks(checks):
     two = checks.key_body_digests(b"x\r\n-----BEGIN PRIVATE KEY-----\r\nQUJDREVG\r\n-----END PRIVATE KEY-----")
     assert one == two and len(one) == 1
     assert checks.key_body_digests(b"-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----") == []
+
+
+# --------------------------------------------------------------------------------------- ca-key: OpenSSH-format keys
+
+def _openssh(pem, tmp_path, password=""):
+    """PEM private key -> the same key in OpenSSH format (what ssh-keygen writes), encrypted by ssh-keygen when
+    PASSWORD is given."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(pem, password=None)
+    path = tmp_path / "converted"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+    if password:
+        subprocess.run(["ssh-keygen", "-q", "-p", "-P", "", "-N", password, "-f", str(path)], check=True)
+        assert b"bcrypt" in base64.b64decode(b"".join(path.read_bytes().splitlines()[1:-1])), "not encrypted"
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ecdsa", "ed25519"])
+def test_openssh_public_keys_match_their_subject_public_key_info(checks, kind, tmp_path):
+    from cryptography.hazmat.primitives import serialization
+
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(tmp_path / "k")], check=True)
+    block = (tmp_path / "k").read_bytes()
+    public = serialization.load_ssh_public_key((tmp_path / "k.pub").read_bytes())
+    spki = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert checks.openssh_public_key_digests(block) == [hashlib.sha256(spki).hexdigest()]
+
+
+def test_a_ca_key_converted_to_openssh_format_is_found_even_encrypted(checks, ctl, host, tmp_path):
+    write(host / "home/admin/.ssh/id_ecdsa", _openssh(plain(ctl), tmp_path))
+    write(host / "root/backup/ca_ssh", _openssh(plain(ctl / "next"), tmp_path, password="other secret"))
+    found = search(checks, host, identities(checks, ctl), digests=False)
+    assert found["ok"] is False and ".ssh/id_ecdsa" in found["seen"] and "backup/ca_ssh" in found["seen"], found
+
+
+def test_ssh_host_keys_are_compared_and_pass(checks, ctl, host):
+    for kind in ("rsa", "ecdsa", "ed25519"):
+        path = host / f"etc/ssh/ssh_host_{kind}_key"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path)], check=True)
+    result = search(checks, host, identities(checks, ctl))
+    assert result["ok"] is True and "4 private key(s)" in result["seen"], result
+    assert "not readable by openssl, compared by content only: []" in result["seen"], result
+
+
+def test_an_unreadable_openssh_block_is_reported_as_compared_by_content_only(checks, ctl, host):
+    write(host / "etc/broken", b"-----BEGIN OPENSSH PRIVATE KEY-----\nbm90IGEga2V5\n-----END OPENSSH PRIVATE KEY-----\n")
+    result = search(checks, host, identities(checks, ctl))
+    assert result["ok"] is True and "compared by content only: ['" in result["seen"] and "etc/broken" in result["seen"], result
