@@ -306,7 +306,7 @@ def _der(tag, content):
 def _ssh_fields(data, count, pos=0):
     """COUNT length-prefixed strings of an SSH wire-format buffer from POS, and the position after them."""
     fields = []
-    for _ in range(count):
+    while len(fields) < count:
         (size,) = struct.unpack(">I", data[pos:pos + 4])
         if pos + 4 + size > len(data):
             raise ValueError("truncated")
