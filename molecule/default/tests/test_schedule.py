@@ -217,7 +217,9 @@ def wheel_closure(requirement, marker_env):
 def snapshot():
     """What this test (or the role) may leave on the host: must be the same before and after."""
     paths = {path: exists(path) for path in OURS}
-    listing = sh("ls -1A /root/.ansible /root/.cache 2>&1; "
+    # Over ssh with become, Ansible's own module runtime makes root's remote_tmp (/root/.ansible/tmp) on any
+    # managed host; it must stay empty. Anything else there, or in /root/.cache, is the role's or the test's.
+    listing = sh("find /root/.ansible /root/.cache -mindepth 1 -not -path /root/.ansible/tmp 2>/dev/null; "
                  f"ls -1d {WHEELS_TMP_PREFIX}* 2>/dev/null", ok=None).stdout
     units = sh(q("systemctl", "list-units", "--all", "--no-legend", "--plain", "mcp-mtls-rotate*")).stdout.strip()
     timers = [line for line in sh("systemctl list-timers --all --no-legend").stdout.splitlines() if TIMER in line]
