@@ -87,14 +87,15 @@ def stop_container(name):
     subprocess.run(["podman", "stop", "-t", "10", name], check=True, capture_output=True)
 
 
-def start_container(name, units=()):
-    """Start a stopped host again and wait until systemd runs it and the given units are active."""
+def start_container(name, units=(), serving=()):
+    """Start a stopped host again and wait until systemd runs it, the given units are active and the given
+    plugins answer the gateway side's probe (an active service may not listen yet)."""
     subprocess.run(["podman", "start", name], check=True, capture_output=True)
     deadline = time.monotonic() + 120
     while True:
         state = host(name).run("systemctl is-system-running").stdout.strip()
         active = all(host(name).run(f"systemctl is-active {u}").stdout.strip() == "active" for u in units)
-        if state in ("running", "degraded") and active:
+        if state in ("running", "degraded") and active and set(serving) <= served().keys():
             return
         assert time.monotonic() < deadline, f"{name} did not come back: {state}"
         time.sleep(2)

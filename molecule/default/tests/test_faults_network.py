@@ -55,7 +55,7 @@ def test_site_with_a_plugin_host_down_deploys_the_others_and_a_rerun_completes()
         assert main_pid(up, "mcp-plugin@MolGuard.service") != pid_before
         assert served()["MolGuard"] == controller_leaves()["MolGuard"]
     finally:
-        start_container(DOWN, DOWN_UNITS)
+        start_container(DOWN, DOWN_UNITS, PLUGIN_HOSTS[DOWN])
     rerun = playbook("site.yml")
     assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-2000:]
     assert not any(h["failed"] or h["unreachable"] for h in recap(rerun.stdout).values())
@@ -81,7 +81,7 @@ def test_rotate_with_a_plugin_host_down_stops_there_and_a_rerun_resumes():
         assert served()["MolGuard"] == new["MolGuard"] != before["MolGuard"]
         assert gateway_state() == gw_before
     finally:
-        start_container(DOWN, DOWN_UNITS)
+        start_container(DOWN, DOWN_UNITS, PLUGIN_HOSTS[DOWN])
     # Back up, it serves its old, still valid certificates until the rerun reaches it.
     now = served()
     assert all(now[name] == before[name] for name in PLUGIN_HOSTS[DOWN]), (now, before)
