@@ -14,13 +14,14 @@ EXT_COLL := $(BUILD)/ext-collections/ansible_collections
 export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: help venv test units sanity lint integration molecule site lab-up lab-down bench build clean
+.PHONY: help venv test units sanity lint integration molecule site lab-up lab-down bench bench-deploy build clean
 
 help:
 	@echo "make site      deploy the lab of systemd hosts and verify mTLS end to end"
 	@echo "make test      run every test (unit, sanity, lint, integration, molecule)"
 	@echo "make lab-down  remove the lab and undo its host changes"
 	@echo "make bench     run the PKI benchmark (bench/README.md)"
+	@echo "make bench-deploy  time no-op site.yml and rotate.yml and count remote calls per host (bench/README.md)"
 
 venv: $(VENV)/.stamp $(COLL_LINK) $(EXT_COLL)/.stamp
 
@@ -77,6 +78,10 @@ lab-down:
 
 bench: venv
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+# Brings up its own lab (refuses when lab containers exist) and removes it at the end.
+bench-deploy: venv
+	$(VENV)/bin/python bench/deploy.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD) tests/output

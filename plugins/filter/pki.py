@@ -34,7 +34,6 @@ class FilterModule:
             "gate_problems": _wrap(_verify.gate_problems),
             "tls_sets": _wrap(_tlsset.tls_sets),
             "tls_prune": _wrap(_tlsset.tls_prune),
-            "server_tls_sets": _wrap(_tlsset.server_tls_sets),
             "port_conflicts": _wrap(_plan.port_conflicts),
             "gateway_client_config": _wrap(_gateway.gateway_client_config),
         }

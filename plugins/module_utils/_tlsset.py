@@ -13,7 +13,7 @@ import hashlib
 import posixpath
 import re
 
-from ansible_collections.mcpgateway.mtls.plugins.module_utils._plan import PlanError, pki_paths
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._plan import PlanError
 
 _DEST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 LINK = "tls"
@@ -89,22 +89,3 @@ def tls_prune(plan, links, found):
         keep = posixpath.join(parent, LEGACY) if parent in legacy else folders[0][1]
         remove.extend(path for _mtime, path in folders if path != keep)
     return sorted(remove)
-
-
-def server_tls_sets(names, pki_dir, config_dir, owner, group):
-    """The TLS sets of plugin servers: PKI_DIR/plugins/NAME/{server.key,server.crt,ca.crt} ->
-    CONFIG_DIR/NAME/tls/ (key OWNER:GROUP 0600, certificates root 0644)."""
-    out = []
-    for name in names or []:
-        src = pki_paths(pki_dir, name)
-        out.append({
-            "name": name,
-            "dir": "%s/%s" % (str(config_dir).rstrip("/"), name),
-            "group": group,
-            "files": [
-                {"src": src["key"], "dest": "server.key", "owner": owner, "group": group, "mode": "0600"},
-                {"src": src["cert"], "dest": "server.crt", "owner": "root", "group": "root", "mode": "0644"},
-                {"src": src["ca"], "dest": "ca.crt", "owner": "root", "group": "root", "mode": "0644"},
-            ],
-        })
-    return out

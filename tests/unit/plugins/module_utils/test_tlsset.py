@@ -17,17 +17,12 @@ def _stats(sets, checksums):
     return out
 
 
-SETS = T.server_tls_sets(["A"], "/pki/", "/etc/mcp-plugins", "svc", "grp")
+SETS = [{"name": "A", "dir": "/etc/mcp-plugins/A", "group": "grp", "files": [
+    {"src": "/pki/plugins/A/server.key", "dest": "server.key", "owner": "svc", "group": "grp", "mode": "0600"},
+    {"src": "/pki/plugins/A/server.crt", "dest": "server.crt", "owner": "root", "group": "root", "mode": "0644"},
+    {"src": "/pki/plugins/A/ca.crt", "dest": "ca.crt", "owner": "root", "group": "root", "mode": "0644"},
+]}]
 SUMS = {"server.key": "1" * 64, "server.crt": "2" * 64, "ca.crt": "3" * 64}
-
-
-def test_server_tls_sets_layout_and_modes():
-    (entry,) = SETS
-    assert entry["dir"] == "/etc/mcp-plugins/A" and entry["group"] == "grp"
-    files = {f["dest"]: f for f in entry["files"]}
-    assert files["server.key"] == {"src": "/pki/plugins/A/server.key", "dest": "server.key", "owner": "svc", "group": "grp", "mode": "0600"}
-    assert files["server.crt"]["mode"] == files["ca.crt"]["mode"] == "0644"
-    assert files["ca.crt"]["owner"] == "root"
 
 
 def test_plan_puts_files_in_a_version_folder_named_by_content():

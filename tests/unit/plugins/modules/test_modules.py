@@ -96,3 +96,38 @@ def test_bad_input_is_one_clear_error(tmp_path, tree, module, args, fragment):
     result = run(module, tmp_path, **args)
     assert result["failed"] and fragment in result["msg"]
     assert not tree["root"].exists()
+
+
+def test_plugin_host_converges_reports_and_never_returns_keys_or_passphrases(tmp_path):
+    """Module plugin_host as Ansible runs it; a recording systemctl on PATH stands in for systemd
+    (molecule runs it against real systemd over ssh)."""
+    key = "-----BEGIN PRIVATE KEY-----\nS3CRETKEYBYTES\n-----END PRIVATE KEY-----\n"
+    cert = "-----BEGIN CERTIFICATE-----\nCERT\n-----END CERTIFICATE-----\n"
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    log = tmp_path / "systemctl.log"
+    (fakebin / "systemctl").write_text("#!/bin/sh\necho \"$*\" >> %s\n" % log)
+    (fakebin / "systemctl").chmod(0o755)
+    args = {"instances": [{"name": "one", "config": "c\n", "env": "e\n", "socket": "[Socket]\n",
+                           "cert": cert, "ca": cert}],
+            "keys": {"one": key}, "passphrases": {"one": "PassPhrase-XYZ"},
+            "units": {"mcp-plugin@.service": "[Service]\n"},
+            "user": str(os.getuid()), "group": str(os.getgid()), "config_dir": str(tmp_path / "etc"),
+            "unit_dir": str(tmp_path / "units"), "state_dir": str(tmp_path / "run")}
+    (tmp_path / "units").mkdir()
+    old_path = os.environ["PATH"]
+    os.environ["PATH"] = "%s:%s" % (fakebin, old_path)
+    try:
+        checked = run("plugin_host", tmp_path, check=True, **args)
+        assert checked["changed"] and not (tmp_path / "etc").exists(), checked
+        first = run("plugin_host", tmp_path, **args)
+    finally:
+        os.environ["PATH"] = old_path
+    assert not first.get("failed"), first
+    assert first["changed"] and first["daemon_reload"] and first["started"] == ["one"]
+    assert first["restart"] == []  # just started: no restart on top
+    calls = log.read_text().splitlines()
+    assert [line.split()[0] for line in calls] == ["show", "daemon-reload", "show", "enable", "start"]
+    text = json.dumps([checked, first])
+    assert "S3CRETKEYBYTES" not in text and "PassPhrase-XYZ" not in text
+    assert (tmp_path / "etc" / "one" / "secret.env").read_text().count("PassPhrase-XYZ") == 1
