@@ -28,7 +28,8 @@ import shutil
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _io
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _x509 as X
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._errors import PKIError
-from ansible_collections.mcpgateway.mtls.plugins.module_utils._pki import ROTATION_NEXT_DIR, ROTATION_STATE_FILE, ensure_ca
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pki import ROTATION_NEXT_DIR, ROTATION_STATE_FILE
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkica import ensure_ca
 
 STATE_NAME = ROTATION_STATE_FILE
 NEXT_NAME = ROTATION_NEXT_DIR

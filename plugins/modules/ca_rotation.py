@@ -142,7 +142,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._argspec import common_argument_spec, lock_argument_spec
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._errors import PKIError
-from ansible_collections.mcpgateway.mtls.plugins.module_utils._pki import DEFAULT_CA_SUBJECT, validate_ca
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkispec import DEFAULT_CA_SUBJECT, validate_ca
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._rotation import STATES, Layout, rotation
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._x509 import CRYPTOGRAPHY_IMPORT_ERROR, HAS_CRYPTOGRAPHY
 

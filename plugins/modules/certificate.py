@@ -215,7 +215,8 @@ from ansible_collections.mcpgateway.mtls.plugins.module_utils._argspec import (
     signer_argument_spec,
 )
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._errors import PKIError
-from ansible_collections.mcpgateway.mtls.plugins.module_utils._pki import ensure_certificates, validate_leaves
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pki import ensure_certificates
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkispec import validate_leaves
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._x509 import CRYPTOGRAPHY_IMPORT_ERROR, HAS_CRYPTOGRAPHY
 
 

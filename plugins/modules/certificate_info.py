@@ -190,7 +190,7 @@ summary:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._errors import PKIError
-from ansible_collections.mcpgateway.mtls.plugins.module_utils._pki import certificate_info
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkiinfo import certificate_info
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._x509 import CRYPTOGRAPHY_IMPORT_ERROR, HAS_CRYPTOGRAPHY
 
 

@@ -43,8 +43,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from integration_support import COLLECTIONS, MODULES, PYTHON, ca_args, leaf_entries, set_args
-from ansible_collections.mcpgateway.mtls.plugins.module_utils import _pki as P
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _rotation as R
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pki import ensure_certificates
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkica import ensure_ca
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkispec import validate_ca, validate_leaves
 
 pytestmark = pytest.mark.slow
 SEED = 20261202
@@ -384,12 +386,12 @@ def op_plan(total, count, rng):
 def settle_leaves(args):
     """certificate_set with ARGS once more, through module_utils (what the module calls): the result."""
     defaults = {key: args[key] for key in ("force", "keep_key") if key in args}
-    specs = P.validate_leaves(args["certificates"], defaults)
-    return P.ensure_certificates(specs, args["ca_cert"], args["ca_key"], None, workers=2, ca_trust=args["ca_trust"])
+    specs = validate_leaves(args["certificates"], defaults)
+    return ensure_certificates(specs, args["ca_cert"], args["ca_key"], None, workers=2, ca_trust=args["ca_trust"])
 
 
 def settle_ca(args):
-    return P.ensure_ca(P.validate_ca(dict(args)))
+    return ensure_ca(validate_ca(dict(args)))
 
 
 def assert_settled(root, runs):
@@ -684,7 +686,7 @@ def test_sigkill_during_ca_rotation_promotion_loses_no_ca_and_the_next_run_finis
         assert old_key in keys, "the old CA key is gone (neither current nor retired)"
         # Check mode (a --check run of the role) neither fails on the half-promoted CA nor writes.
         frozen = snapshot(root)
-        P.ensure_ca(P.validate_ca(ca_args(root)), check_mode=True)
+        ensure_ca(validate_ca(ca_args(root)), check_mode=True)
         R.rotation(R.Layout(str(root / "ca")), "current", check_mode=True)
         assert snapshot(root) == frozen, "check mode wrote"
         ok("ca", ca_args(root), work)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.mcpgateway.mtls.plugins.module_utils import _pki as P
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pki import ensure_certificates
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkica import ensure_ca
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkispec import validate_ca, validate_leaves
 
 
 def make_ca(folder, key_type="ecdsa", key_size=None, passphrase=None, subject=None, **extra):
@@ -14,7 +16,7 @@ def make_ca(folder, key_type="ecdsa", key_size=None, passphrase=None, subject=No
               "cert_path": os.path.join(str(folder), "ca", "ca.crt"),
               "key_type": key_type, "key_size": key_size, "passphrase": passphrase, "subject": subject}
     params.update(extra)
-    spec = P.validate_ca(params)
+    spec = validate_ca(params)
     return spec
 
 
@@ -51,7 +53,7 @@ class PKI:
         self.folder = folder
         self.ca_spec = make_ca(folder, passphrase=passphrase)
         self.passphrase = passphrase
-        P.ensure_ca(self.ca_spec)
+        ensure_ca(self.ca_spec)
 
     @property
     def ca_cert(self):
@@ -62,6 +64,6 @@ class PKI:
         return self.ca_spec.key_path
 
     def run(self, items, check_mode=False, now=None, defaults=None, workers=2):
-        specs = P.validate_leaves(items, defaults)
-        return P.ensure_certificates(specs, self.ca_cert, self.ca_key, self.passphrase, check_mode=check_mode,
-                                     workers=workers, now=now)
+        specs = validate_leaves(items, defaults)
+        return ensure_certificates(specs, self.ca_cert, self.ca_key, self.passphrase, check_mode=check_mode,
+                                   workers=workers, now=now)

@@ -20,10 +20,10 @@ OPENSSL = shutil.which("openssl")
 def _tree(tmp_path, key_type, key_size=None):
     pki = PKI(tmp_path)
     if key_type != "ecdsa":
-        from ansible_collections.mcpgateway.mtls.plugins.module_utils import _pki as P
+        from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkica import ensure_ca
         from pki_helpers import make_ca
         pki.ca_spec = make_ca(tmp_path, key_type=key_type, key_size=key_size, regenerate="always")
-        P.ensure_ca(pki.ca_spec)
+        ensure_ca(pki.ca_spec)
     server = leaf_item(tmp_path, "alpha", key_type=key_type, key_size=key_size, sans=["alpha", "localhost", "127.0.0.1"])
     client = leaf_item(tmp_path, "gw", key_type=key_type, key_size=key_size, profile="client", sans=None,
                        subject="/CN=mcp-gateway-client/O=MCPGateway/OU=Gateway")

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from ansible_collections.mcpgateway.mtls.plugins.module_utils import _pki as P
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkiinfo import certificate_info
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _x509 as X
 
 from pki_helpers import PKI, leaf_item, snapshot
@@ -22,8 +22,8 @@ def test_status_and_days_left(pki, tmp_path, days_later, status, days_left):
     item = leaf_item(tmp_path, "alpha", valid_days=100)
     pki.run([item])
     now = X.utcnow() + datetime.timedelta(days=days_later, minutes=1)
-    report = P.certificate_info([{"cert_path": item["cert_path"], "key_path": item["key_path"]}], pki.ca_cert,
-                                renew_before_days=30, now=now)
+    report = certificate_info([{"cert_path": item["cert_path"], "key_path": item["key_path"]}], pki.ca_cert,
+                              renew_before_days=30, now=now)
     info = report["certificates"][0]
     assert info["status"] == status and info["days_left"] == days_left
     assert info["exists"] and info["key_matches"] and info["subject"] == item["subject"]
@@ -47,7 +47,7 @@ def test_missing_invalid_chain_and_key(pki, tmp_path):
         str(other.ca_cert),
     ]
     before = snapshot(tmp_path)
-    report = P.certificate_info(entries, pki.ca_cert)
+    report = certificate_info(entries, pki.ca_cert)
     statuses = [c["status"] for c in report["certificates"]]
     assert statuses == ["ok", "missing", "invalid", "ok", "ok"]
     assert [c["chain_valid"] for c in report["certificates"]] == [True, None, None, True, False]
@@ -60,10 +60,10 @@ def test_missing_invalid_chain_and_key(pki, tmp_path):
 def test_ca_problems_reported_not_fatal(pki, tmp_path):
     item = leaf_item(tmp_path, "alpha")
     pki.run([item])
-    report = P.certificate_info([item["cert_path"]], str(tmp_path / "missing-ca.crt"))
+    report = certificate_info([item["cert_path"]], str(tmp_path / "missing-ca.crt"))
     assert "does not exist" in report["ca_error"]
     assert report["certificates"][0]["chain_valid"] is False
     later = X.utcnow() + datetime.timedelta(days=900)
-    report = P.certificate_info([item["cert_path"]], pki.ca_cert, now=later)
+    report = certificate_info([item["cert_path"]], pki.ca_cert, now=later)
     assert "not valid now" in report["ca_error"] and report["certificates"][0]["chain_valid"] is False
     assert not os.path.exists(str(tmp_path / "missing-ca.crt"))

@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from ansible_collections.mcpgateway.mtls.plugins.module_utils import _pki as P
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkica import ensure_ca
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkispec import DEFAULT_CA_SUBJECT
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _x509 as X
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._errors import PKIError
 
@@ -21,33 +22,33 @@ def _cert(spec):
 
 def test_create_then_idempotent(tmp_path):
     spec = make_ca(tmp_path)
-    first = P.ensure_ca(spec)
+    first = ensure_ca(spec)
     assert first["changed"] and first["new_key"] and first["cert_changed"]
     assert first["reasons"] == ["CA key missing", "CA certificate missing"]
-    assert first["subject"] == P.DEFAULT_CA_SUBJECT and first["key_type"] == "ecdsa-256"
+    assert first["subject"] == DEFAULT_CA_SUBJECT and first["key_type"] == "ecdsa-256"
     assert oct(os.stat(spec.key_path).st_mode & 0o777) == "0o600"
     assert oct(os.stat(spec.cert_path).st_mode & 0o777) == "0o644"
     assert oct(os.stat(os.path.dirname(spec.key_path)).st_mode & 0o777) == "0o700"
     before = snapshot(tmp_path)
-    second = P.ensure_ca(spec)
+    second = ensure_ca(spec)
     assert not second["changed"] and second["reasons"] == [] and "diff" not in second
     assert snapshot(tmp_path) == before
 
 
 def test_check_mode_from_empty_directory_writes_nothing(tmp_path):
     spec = make_ca(tmp_path / "pki")
-    result = P.ensure_ca(spec, check_mode=True)
+    result = ensure_ca(spec, check_mode=True)
     assert result["changed"] and result["cert_changed"] and result["serial"] is None
-    assert result["diff"]["before"] == {} and result["diff"]["after"]["subject"] == P.DEFAULT_CA_SUBJECT
+    assert result["diff"]["before"] == {} and result["diff"]["after"]["subject"] == DEFAULT_CA_SUBJECT
     assert os.listdir(str(tmp_path)) == []
 
 
 def test_check_mode_on_existing_ca_changes_nothing(tmp_path):
     spec = make_ca(tmp_path)
-    P.ensure_ca(spec)
+    ensure_ca(spec)
     before = snapshot(tmp_path)
     later = X.utcnow() + datetime.timedelta(days=800)
-    result = P.ensure_ca(spec, check_mode=True, now=later)
+    result = ensure_ca(spec, check_mode=True, now=later)
     assert result["changed"] and result["reasons"][0].startswith("CA certificate expires within 30 days")
     assert snapshot(tmp_path) == before
 
@@ -55,11 +56,11 @@ def test_check_mode_on_existing_ca_changes_nothing(tmp_path):
 @pytest.mark.parametrize("days, fragment", [(800, "expires within 30 days"), (900, "expired on")])
 def test_renewal_keeps_the_key(tmp_path, days, fragment):
     spec = make_ca(tmp_path)
-    P.ensure_ca(spec)
+    ensure_ca(spec)
     with open(spec.key_path, "rb") as handle:
         key_before = handle.read()
     old = _cert(spec)
-    result = P.ensure_ca(spec, now=X.utcnow() + datetime.timedelta(days=days))
+    result = ensure_ca(spec, now=X.utcnow() + datetime.timedelta(days=days))
     assert result["changed"] and result["cert_changed"] and not result["key_changed"]
     assert fragment in result["reasons"][0]
     with open(spec.key_path, "rb") as handle:
@@ -74,8 +75,8 @@ def test_renewal_keeps_the_key(tmp_path, days, fragment):
     ({"valid_days": 3650}, "validity changed: 825 -> 3650 days"),
 ])
 def test_renewal_on_setting_change(tmp_path, change, fragment):
-    P.ensure_ca(make_ca(tmp_path))
-    result = P.ensure_ca(make_ca(tmp_path, **change))
+    ensure_ca(make_ca(tmp_path))
+    result = ensure_ca(make_ca(tmp_path, **change))
     assert result["cert_changed"] and not result["new_key"]
     assert any(fragment in reason for reason in result["reasons"])
 
@@ -87,7 +88,7 @@ def test_upstream_style_ca_is_renewed_with_same_key(tmp_path):
     spec = make_ca(tmp_path)
     key = X.generate_private_key("ecdsa", 256)
     now = X.utcnow()
-    name = X.parse_subject(P.DEFAULT_CA_SUBJECT)
+    name = X.parse_subject(DEFAULT_CA_SUBJECT)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=825))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -97,15 +98,15 @@ def test_upstream_style_ca_is_renewed_with_same_key(tmp_path):
         handle.write(X.dump_private_key(key))
     with open(spec.cert_path, "wb") as handle:
         handle.write(X.dump_certificate(cert))
-    result = P.ensure_ca(spec)
+    result = ensure_ca(spec)
     assert result["cert_changed"] and not result["key_changed"]
     assert any("keyUsage" in reason for reason in result["reasons"])
     assert X.ca_problems(_cert(spec)) == []
 
 
 def test_key_type_change_keeps_key_with_warning(tmp_path):
-    P.ensure_ca(make_ca(tmp_path))
-    result = P.ensure_ca(make_ca(tmp_path, key_type="ed25519"))
+    ensure_ca(make_ca(tmp_path))
+    result = ensure_ca(make_ca(tmp_path, key_type="ed25519"))
     assert not result["changed"]
     assert "kept" in result["warnings"][0] and "ecdsa-256" in result["warnings"][0]
 
@@ -125,7 +126,7 @@ def _corrupt(path):
 ])
 def test_ca_errors_name_the_file_and_never_replace(tmp_path, case, fragment, names):
     spec = make_ca(tmp_path, passphrase="right-pass" if case in ("no_passphrase", "wrong_passphrase") else None)
-    P.ensure_ca(spec)
+    ensure_ca(spec)
     if case == "no_passphrase":
         spec = make_ca(tmp_path)
     elif case == "wrong_passphrase":
@@ -143,7 +144,7 @@ def test_ca_errors_name_the_file_and_never_replace(tmp_path, case, fragment, nam
     before = snapshot(tmp_path)
     for check_mode in (True, False):
         with pytest.raises(PKIError) as err:
-            P.ensure_ca(spec, check_mode=check_mode)
+            ensure_ca(spec, check_mode=check_mode)
         message = str(err.value)
         assert fragment in message
         for name in names:
@@ -153,23 +154,23 @@ def test_ca_errors_name_the_file_and_never_replace(tmp_path, case, fragment, nam
 
 
 def test_passphrase_encrypts_existing_key_in_place(tmp_path):
-    P.ensure_ca(make_ca(tmp_path))
+    ensure_ca(make_ca(tmp_path))
     spec = make_ca(tmp_path, passphrase="s3cret")
     old_cert = snapshot(tmp_path)["ca/ca.crt"]
-    result = P.ensure_ca(spec)
+    result = ensure_ca(spec)
     assert result["key_changed"] and not result["new_key"] and not result["cert_changed"]
     assert snapshot(tmp_path)["ca/ca.crt"] == old_cert
     with open(spec.key_path, "rb") as handle:
         data = handle.read()
     assert X.is_encrypted_pem(data)
-    assert not P.ensure_ca(spec)["changed"]
+    assert not ensure_ca(spec)["changed"]
     assert "s3cret" not in repr(result) and "s3cret" not in repr(spec)
 
 
 def test_regenerate_always_backs_up(tmp_path):
-    P.ensure_ca(make_ca(tmp_path))
+    ensure_ca(make_ca(tmp_path))
     old = snapshot(tmp_path)
-    result = P.ensure_ca(make_ca(tmp_path, regenerate="always", backup=False))
+    result = ensure_ca(make_ca(tmp_path, regenerate="always", backup=False))
     assert result["new_key"] and result["reasons"] == ["regenerate=always"]
     assert len(result["backup_files"]) == 2
     backups = {os.path.basename(path): path for path in result["backup_files"]}
@@ -184,9 +185,9 @@ def test_regenerate_always_backs_up(tmp_path):
 
 def test_mode_drift_is_fixed(tmp_path):
     spec = make_ca(tmp_path)
-    P.ensure_ca(spec)
+    ensure_ca(spec)
     os.chmod(spec.key_path, 0o644)
-    result = P.ensure_ca(spec)
+    result = ensure_ca(spec)
     assert result["changed"] and result["attributes_changed"] == [spec.key_path] and not result["key_changed"]
     assert os.stat(spec.key_path).st_mode & 0o777 == 0o600
 
@@ -206,6 +207,6 @@ def test_mode_drift_is_fixed(tmp_path):
 ])
 def test_bad_input_fails_before_writing(tmp_path, params, fragment):
     with pytest.raises(PKIError) as err:
-        P.ensure_ca(make_ca(tmp_path, **params))
+        ensure_ca(make_ca(tmp_path, **params))
     assert fragment in str(err.value)
     assert os.listdir(str(tmp_path)) == []

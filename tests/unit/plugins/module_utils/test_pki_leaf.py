@@ -7,7 +7,10 @@ import os
 
 import pytest
 
-from ansible_collections.mcpgateway.mtls.plugins.module_utils import _pki as P
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pki import ensure_certificates
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkica import ensure_ca
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkiinfo import certificate_info
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkispec import validate_leaves
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _x509 as X
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._errors import PKIError
 
@@ -61,14 +64,14 @@ def test_check_mode_from_empty_directory(pki, tmp_path):
 
 
 def test_check_mode_before_the_ca_exists(tmp_path):
-    specs = P.validate_leaves([leaf_item(tmp_path, "alpha")])
+    specs = validate_leaves([leaf_item(tmp_path, "alpha")])
     ca_dir = os.path.join(str(tmp_path), "ca")
-    result = P.ensure_certificates(specs, ca_dir + "/ca.crt", ca_dir + "/ca.key", check_mode=True)
+    result = ensure_certificates(specs, ca_dir + "/ca.crt", ca_dir + "/ca.key", check_mode=True)
     assert result["changed"] and "does not exist yet" in result["warnings"][0]
     assert result["certificates"][0]["ca_copy_changed"]
     assert os.listdir(str(tmp_path)) == []
     with pytest.raises(PKIError, match="CA key .*ca.key does not exist"):
-        P.ensure_certificates(specs, ca_dir + "/ca.crt", ca_dir + "/ca.key")
+        ensure_certificates(specs, ca_dir + "/ca.crt", ca_dir + "/ca.key")
 
 
 def _mutate(case, pki, tmp_path, item):
@@ -141,9 +144,9 @@ def test_every_reissue_reason(pki, tmp_path, case, reason):
     # And afterwards the leaf is valid again: the next run (same clock) changes nothing.
     again = pki.run([dict(item, force=False)], **kwargs)["certificates"][0]
     assert not again["changed"], again["reasons"]
-    info = P.certificate_info([{"cert_path": item["cert_path"], "key_path": item["key_path"],
-                                "passphrase": item.get("passphrase")}], pki.ca_cert,
-                              now=kwargs.get("now"))["certificates"][0]
+    info = certificate_info([{"cert_path": item["cert_path"], "key_path": item["key_path"],
+                              "passphrase": item.get("passphrase")}], pki.ca_cert,
+                            now=kwargs.get("now"))["certificates"][0]
     assert info["chain_valid"] and info["key_matches"]
 
 
@@ -221,7 +224,7 @@ def test_ca_renewal_keeps_leaves_and_refreshes_copies(pki, tmp_path):
     pki.run([item])
     cert_before = _read(item["cert_path"])
     later = X.utcnow() + datetime.timedelta(days=800)
-    P.ensure_ca(pki.ca_spec, now=later)
+    ensure_ca(pki.ca_spec, now=later)
     result = pki.run([dict(item, renew_before_days=1)], now=later)["certificates"][0]
     assert not result["reissued"] and result["ca_copy_changed"]
     assert _read(item["cert_path"]) == cert_before
@@ -261,8 +264,8 @@ def test_rsa_leaf_and_custom_modes(pki, tmp_path):
 
 def test_defaults_inherit_and_item_key_type_resets_size(pki, tmp_path):
     items = [leaf_item(tmp_path, "alpha", key_type=None), leaf_item(tmp_path, "beta", key_type="ecdsa")]
-    specs = P.validate_leaves(items, {"key_type": "ecdsa", "key_size": 384, "valid_days": 90,
-                                      "renew_before_days": 10, "profile": "client"})
+    specs = validate_leaves(items, {"key_type": "ecdsa", "key_size": 384, "valid_days": 90,
+                                    "renew_before_days": 10, "profile": "client"})
     assert (specs[0].key_type, specs[0].key_size, specs[0].valid_days, specs[0].profile) == ("ecdsa", 384, 90, "client")
     assert specs[1].key_size == 256
 
@@ -272,7 +275,7 @@ def test_passphrase_never_in_results(pki, tmp_path):
     result = pki.run([item])
     assert "very-secret-pw" not in repr(result)
     assert X.is_encrypted_pem(_read(item["key_path"]))
-    specs = P.validate_leaves([item])
+    specs = validate_leaves([item])
     assert "very-secret-pw" not in repr(specs)
     # The wrong passphrase makes the key unreadable: re-issue, and say so without the secret.
     wrong = pki.run([dict(item, passphrase="other-pw")], check_mode=True)["certificates"][0]
@@ -317,10 +320,10 @@ def test_duplicates_in_a_set(pki, tmp_path, second, fragment):
     other = dict(first, **second)
     if fragment is None:
         # Same ca_copy_path for two entries is fine; a copy that is another entry's key is not.
-        P.validate_leaves([first, other])
+        validate_leaves([first, other])
         bad = dict(other, ca_copy_path=first["key_path"])
         with pytest.raises(PKIError, match="is also a key or certificate"):
-            P.validate_leaves([first, bad])
+            validate_leaves([first, bad])
         return
     before = snapshot(tmp_path)
     with pytest.raises(PKIError) as err:

@@ -10,7 +10,9 @@ import os
 import pytest
 
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _io
-from ansible_collections.mcpgateway.mtls.plugins.module_utils import _pki as P
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pki import ensure_certificates, load_signing_ca
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkica import ensure_ca
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkispec import validate_ca, validate_leaves
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _rotation as R
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _x509 as X
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._errors import PKIError
@@ -38,7 +40,7 @@ def _layout(pki):
 
 
 def _next_spec(layout):
-    return P.validate_ca({"key_path": layout.next_key, "cert_path": layout.next_cert, "key_type": "ecdsa"})
+    return validate_ca({"key_path": layout.next_key, "cert_path": layout.next_cert, "key_type": "ecdsa"})
 
 
 def _start(layout, check_mode=False):
@@ -46,8 +48,8 @@ def _start(layout, check_mode=False):
 
 
 def _leaves(pki, report):
-    specs = P.validate_leaves([leaf_item(pki.folder, "alpha"), leaf_item(pki.folder, "beta")])
-    return P.ensure_certificates(specs, report["signing_cert"], report["signing_key"], ca_trust=report["trust_extra"])
+    specs = validate_leaves([leaf_item(pki.folder, "alpha"), leaf_item(pki.folder, "beta")])
+    return ensure_certificates(specs, report["signing_cert"], report["signing_key"], ca_trust=report["trust_extra"])
 
 
 def test_no_rotation_reports_the_current_ca(pki):
@@ -150,7 +152,7 @@ def test_interrupted_promotion_is_finished_by_any_later_call(pki, monkeypatch, r
     if renames_before_crash == 0:  # nothing moved yet: still phase reissue, promoted by the next step
         assert R.rotation(layout, "promoted")["changed"]
     assert _fp(layout.cert) == new
-    loaded = P.load_signing_ca(layout.cert, layout.key, None)  # key and certificate belong together
+    loaded = load_signing_ca(layout.cert, layout.key, None)  # key and certificate belong together
     assert X.fingerprint_sha256(loaded.cert) == new
     assert not os.path.exists(layout.next_dir) and not os.path.exists(layout.state)
 
@@ -173,7 +175,7 @@ def test_damaged_rotation_is_an_error_that_names_the_file(pki, damage, needle):
     else:
         os.unlink(layout.next_cert)
         os.unlink(layout.next_key)
-        P.ensure_ca(_next_spec(layout))  # some other CA in its place
+        ensure_ca(_next_spec(layout))  # some other CA in its place
     before = snapshot(pki.folder)
     with pytest.raises(PKIError, match=needle):
         R.rotation(layout, "current")
@@ -181,17 +183,17 @@ def test_damaged_rotation_is_an_error_that_names_the_file(pki, damage, needle):
 
 
 def test_trust_bundle_refuses_bad_extra_certificates(pki, tmp_path):
-    specs = P.validate_leaves([leaf_item(pki.folder, "alpha")])
+    specs = validate_leaves([leaf_item(pki.folder, "alpha")])
     garbage = tmp_path / "garbage.crt"
     garbage.write_bytes(b"not a certificate")
     with pytest.raises(PKIError, match=r"ca_trust\[0\]: .* does not exist"):
-        P.ensure_certificates(specs, pki.ca_cert, pki.ca_key, ca_trust=[str(tmp_path / "missing.crt")])
+        ensure_certificates(specs, pki.ca_cert, pki.ca_key, ca_trust=[str(tmp_path / "missing.crt")])
     with pytest.raises(PKIError, match=r"ca_trust\[0\]: .* is unreadable"):
-        P.ensure_certificates(specs, pki.ca_cert, pki.ca_key, ca_trust=[str(garbage)])
+        ensure_certificates(specs, pki.ca_cert, pki.ca_key, ca_trust=[str(garbage)])
     leaf = os.path.join(pki.folder, "plugins", "alpha", "server.crt")
-    P.ensure_certificates(specs, pki.ca_cert, pki.ca_key)
+    ensure_certificates(specs, pki.ca_cert, pki.ca_key)
     with pytest.raises(PKIError, match="is not a CA certificate"):
-        P.ensure_certificates(specs, pki.ca_cert, pki.ca_key, ca_trust=[leaf])
+        ensure_certificates(specs, pki.ca_cert, pki.ca_key, ca_trust=[leaf])
     # The signing CA itself named again is not repeated in the bundle.
-    P.ensure_certificates(specs, pki.ca_cert, pki.ca_key, ca_trust=[pki.ca_cert])
+    ensure_certificates(specs, pki.ca_cert, pki.ca_key, ca_trust=[pki.ca_cert])
     assert _certs_in(os.path.join(pki.folder, "plugins", "alpha", "ca.crt")) == 1
