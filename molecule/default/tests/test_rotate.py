@@ -134,15 +134,21 @@ def test_leaf_rotation_when_certificates_enter_the_window_refuses_no_call():
     assert report["stages"]["renew"]["hosts"] == [*PLUGIN_HOSTS, GATEWAY]
 
 
+def broken_start(name, plugin):
+    """Make plugin's instance on host name fail to start (a drop-in ExecStartPre=/bin/false); the function
+    returned removes the fault."""
+    dropin = f"/etc/systemd/system/mcp-plugin@{plugin}.service.d"
+    assert host(name).run(f"mkdir -p {dropin} && printf '[Service]\\nExecStartPre=/bin/false\\n' > {dropin}/fault.conf "
+                          "&& systemctl daemon-reload").rc == 0
+    return lambda: host(name).run(f"rm -rf {dropin} && systemctl daemon-reload")
+
+
 def test_failed_gate_stops_the_rollout_and_a_rerun_resumes():
     """A plugin host that cannot start its instance fails its gate: the rollout stops there, the hosts
     after it keep serving their old certificates, the report names the host; after the fix a plain
     rerun (no force) finishes the rollout."""
     broken, untouched = "mcp-mol-plug1", "mcp-mol-plug2"
-    b = host(broken)
-    dropin = "/etc/systemd/system/mcp-plugin@MolGuard.service.d"
-    assert b.run(f"mkdir -p {dropin} && printf '[Service]\\nExecStartPre=/bin/false\\n' > {dropin}/fault.conf "
-                 "&& systemctl daemon-reload").rc == 0
+    repair = broken_start(broken, "MolGuard")
     before = served()
     before_pids = pids()
     gw_cert = host(GATEWAY).run("sha256sum /etc/mcpgateway/tls/client.crt").stdout
@@ -164,11 +170,57 @@ def test_failed_gate_stops_the_rollout_and_a_rerun_resumes():
             assert still[name] == before[name] != new[name]
         assert host(GATEWAY).run("sha256sum /etc/mcpgateway/tls/client.crt").stdout == gw_cert
     finally:
-        b.run(f"rm -rf {dropin} && systemctl daemon-reload")
+        repair()
     rerun = rotate()
     assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-2000:]
     assert served() == controller_leaves()
     assert json.loads(REPORT.read_text())["status"] == "ok"
+
+
+def test_a_batch_within_the_failure_threshold_rolls_out_past_a_failed_host():
+    """rotate_batch=2 (both plugin hosts at once) with rotate_max_fail_percentage=50: the first host fails its
+    gate, the other one of the batch is rolled out all the same; the gateway is not rolled onto a fleet with
+    a plugin that does not answer (its gate fails and stops the run); the report names both failures; after
+    the fix a plain rerun finishes."""
+    broken, other = "mcp-mol-plug1", "mcp-mol-plug2"
+    repair = broken_start(broken, "MolGuard")
+    before = served()
+    try:
+        run = rotate("-e", "rotate_force=leaves", "-e", "rotate_batch=2", "-e", "rotate_max_fail_percentage=50",
+                     "-e", "gateway_start_timeout=20")
+        out = run.stdout + run.stderr
+        assert run.returncode != 0
+        assert f"Rotation failed in stage renew at {broken}" in out and "The rollout goes on without it" in out, \
+            out[-4000:]
+        assert f"Rotation stopped in stage renew at {GATEWAY}" in out, out[-4000:]
+        report = json.loads(REPORT.read_text())
+        assert report["status"] == "failed" and report["failed_host"] == broken, report
+        assert list(report["failed_hosts"]) == [broken, GATEWAY] and all(report["failed_hosts"].values()), report
+        assert str(report["batch"]) == "2" and str(report["max_fail_percentage"]) == "50", report
+        assert report["stages"]["renew"]["hosts"] == [other], report["stages"]
+        # The other host of the batch serves its new certificates.
+        new = controller_leaves()
+        now = served_partial()
+        for name in PLUGIN_HOSTS[other]:
+            assert now[name] == new[name] != before[name], (name, now, new, before)
+    finally:
+        repair()
+    rerun = rotate()
+    assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-2000:]
+    assert served() == controller_leaves()
+    report = json.loads(REPORT.read_text())
+    assert report["status"] == "ok" and report["failed_hosts"] == {} and report["failed_host"] is None, report
+
+
+def test_bad_batch_settings_are_refused_before_anything_changes():
+    before = controller_leaves()
+    for setting in ("rotate_batch=0", "rotate_batch=150%", "rotate_max_fail_percentage=x"):
+        run = rotate("-e", "rotate_force=leaves", "-e", setting)
+        out = run.stdout + run.stderr
+        # Refused by the first task, with the rule and the value given; the PKI was not even planned.
+        assert run.returncode != 0 and "rotate_batch a number of hosts >= 1 or a percentage" in out, out[-3000:]
+        assert setting.split("=")[1] in out[out.find("rotate_batch a number"):] and "Bring the PKI tree" not in out
+    assert controller_leaves() == before
 
 
 def served_partial():
