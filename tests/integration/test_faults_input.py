@@ -1002,42 +1002,60 @@ def test_rotate_schedule_value(case, rotate_schedule_outcome):
     assert not (base / "sbin/mcp-mtls-rotate").exists() and not (base / "log").exists() and list((base / "cron.d").iterdir()) == []
 
 
-# ------------------------------------------------------------------------------------------------ playbook rotate.yml: rotate_force
+# ------------------------------------------------------------------------------------------------ playbook rotate.yml: settings
 
-FORCE_CASES = count("rotate.yml rotate_force", [
-    ("force-unknown-word", "all"),
-    ("force-wrong-case", "CA"),
-    ("force-shell", SHELL),
-    ("force-semicolon", "leaves" + RMRF),
-    ("force-list", ["ca"]),
-    ("force-bool", True),
+ROTATE_CASES = count("rotate.yml settings", [
+    ("force-unknown-word", ("rotate_force", "all")),
+    ("force-wrong-case", ("rotate_force", "CA")),
+    ("force-shell", ("rotate_force", SHELL)),
+    ("force-semicolon", ("rotate_force", "leaves" + RMRF)),
+    ("force-list", ("rotate_force", ["ca"])),
+    ("force-bool", ("rotate_force", True)),
+    ("batch-zero", ("rotate_batch", 0)),
+    ("batch-negative", ("rotate_batch", -2)),
+    ("batch-zero-percent", ("rotate_batch", "0%")),
+    ("batch-over-100-percent", ("rotate_batch", "150%")),
+    ("batch-fraction", ("rotate_batch", "1.5")),
+    ("batch-shell", ("rotate_batch", SHELL)),
+    ("max-fail-word", ("rotate_max_fail_percentage", "x")),
+    ("max-fail-over-100", ("rotate_max_fail_percentage", 101)),
+    ("max-fail-percent-sign", ("rotate_max_fail_percentage", "10%")),
 ])
+ROTATE_RULES = {
+    "rotate_force": "rotate_force must be '', 'leaves' or 'ca', got {}",
+    "rotate_batch": "rotate_batch must be a number of hosts >= 1 or a percentage from 1% to 100%, got {}",
+    "rotate_max_fail_percentage": "rotate_max_fail_percentage must be a whole number from 0 to 100, got {}",
+}
 
 
 @pytest.fixture(scope="module")
-def force_outcomes(tmp_path_factory):
+def rotate_outcomes(tmp_path_factory):
     base = tmp_path_factory.mktemp("faults-rotate")
 
-    def one(case_id, value):
+    def one(case_id, case):
+        setting, value = case
         workdir = base / case_id
         sentinel(workdir)
         pki_dir = workdir / "certs" / "mcp"
         inventory = write_inventory(workdir.parent / ("%s.yml" % case_id), {"g1": {"pki_dir": str(pki_dir)}},
                                     groups={"mcp_gateways": ["g1"]})
         before = snapshot(workdir)
-        outcome = run_ansible(ROTATE, inventory, workdir, {"rotate_force": value})
+        outcome = run_ansible(ROTATE, inventory, workdir, {setting: value})
         outcome.before, outcome.after, outcome.workdir = before, snapshot(workdir), workdir
         return outcome
 
-    return in_parallel(one, FORCE_CASES)
+    return in_parallel(one, ROTATE_CASES)
 
 
-@pytest.mark.parametrize("case_id, value", [pytest.param(i, v, id=i) for i, v in FORCE_CASES])
-def test_rotate_force(case_id, value, force_outcomes):
-    """A bad rotate_force stops rotate.yml at its first task: no PKI, no report, no host touched."""
-    outcome = force_outcomes[case_id]
-    case = RoleCase("g1", {}, ("rotate_force must be '', 'leaves' or 'ca', got %s" % json.dumps(value),), "Validate the rotation settings")
+@pytest.mark.parametrize("case_id, setting, value", [pytest.param(i, setting, value, id=i) for i, (setting, value) in ROTATE_CASES])
+def test_rotate_settings(case_id, setting, value, rotate_outcomes):
+    """A bad rotate_force, rotate_batch or rotate_max_fail_percentage stops rotate.yml at its first task,
+    named with its rule and the value given (and no other setting named): no PKI, no report, no host touched."""
+    outcome = rotate_outcomes[case_id]
+    case = RoleCase("g1", {}, (ROTATE_RULES[setting].format(json.dumps(value)),), "Validate the rotation settings")
     assert_host_failed(outcome, case, first=True)
+    host = outcome.extra["hosts"]["g1"]
+    assert all(other not in host["text"] for other in ROTATE_RULES if other != setting), host["text"]
     assert list(outcome.workdir.iterdir()) == [outcome.workdir / "x"], list(outcome.workdir.iterdir())
 
 
