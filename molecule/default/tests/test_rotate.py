@@ -195,7 +195,8 @@ def test_a_batch_within_the_failure_threshold_rolls_out_past_a_failed_host():
         assert f"Rotation stopped in stage renew at {GATEWAY}" in out, out[-4000:]
         report = json.loads(REPORT.read_text())
         assert report["status"] == "failed" and report["failed_host"] == broken, report
-        assert list(report["failed_hosts"]) == [broken, GATEWAY] and all(report["failed_hosts"].values()), report
+        # failed_host is the first failure of the run; failed_hosts (host -> error) has every one.
+        assert set(report["failed_hosts"]) == {broken, GATEWAY} and all(report["failed_hosts"].values()), report
         assert str(report["batch"]) == "2" and str(report["max_fail_percentage"]) == "50", report
         assert report["stages"]["renew"]["hosts"] == [other], report["stages"]
         # The other host of the batch serves its new certificates.
