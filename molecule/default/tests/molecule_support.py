@@ -87,15 +87,26 @@ def stop_container(name):
     subprocess.run(["podman", "stop", "-t", "10", name], check=True, capture_output=True)
 
 
+def reachable(name):
+    """Whether Ansible reaches NAME the way the playbooks do (ssh as the admin user, become)."""
+    run_env = dict(os.environ, ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run([str(REPO / ".venv/bin/ansible"), "-i", run_env["MOLECULE_INVENTORY_FILE"], name, "-m",
+                           "ansible.builtin.ping", "-b"], env=run_env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    return proc.returncode == 0
+
+
 def start_container(name, units=(), serving=()):
-    """Start a stopped host again and wait until systemd runs it, the given units are active and the given
-    plugins answer the gateway side's probe (an active service may not listen yet)."""
+    """Start a stopped host again and wait until systemd runs it, the given units are active, the given
+    plugins answer the gateway side's probe (an active service may not listen yet) and Ansible reaches it
+    over ssh (a restarted container gets a new MAC address: until the controller's neighbour entry for its
+    address expires, ssh can time out although the host is up)."""
     subprocess.run(["podman", "start", name], check=True, capture_output=True)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 180
     while True:
         state = host(name).run("systemctl is-system-running").stdout.strip()
         active = all(host(name).run(f"systemctl is-active {u}").stdout.strip() == "active" for u in units)
-        if state in ("running", "degraded") and active and set(serving) <= served().keys():
+        if state in ("running", "degraded") and active and set(serving) <= served().keys() and reachable(name):
             return
         assert time.monotonic() < deadline, f"{name} did not come back: {state}"
         time.sleep(2)
