@@ -5,6 +5,9 @@ gateway and verify roles)."""
 
 from __future__ import annotations
 
+import json
+import re
+
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._plan import PlanError
 
 
@@ -29,6 +32,33 @@ def tls_file_expectations(items, base_dir, owner, kind):
             {"path": f"{folder}/ca.crt", "owner": None, "mode": "0644"},
         ]
     return out
+
+
+def certificate_records(certificates, min_days_left):
+    """One certificate_valid record per result of module certificate_info (the controller's PKI tree)."""
+    records = []
+    for item in certificates or []:
+        def field(key):
+            return item[key] if key in item else ("?" if key == "days_left" else "n/a")
+        records.append({
+            "check": "certificate_valid", "target": item.get("name"),
+            "ok": item.get("status") == "ok" and item.get("chain_valid") is not False and item.get("key_matches") is not False,
+            "expected": "exists, chains to the CA, matches its key, more than %s days left" % min_days_left,
+            "seen": "%s, %s days left, chain_valid=%s, key_matches=%s" % (
+                item.get("status"), field("days_left"), field("chain_valid"), field("key_matches"))})
+    return records
+
+
+def openssl_records(results):
+    """One openssl_verify_x509_strict record per registered result of `openssl verify -x509_strict` (a loop over
+    certificate_info results: item.item.name is the certificate)."""
+    records = []
+    for result in results or []:
+        out = str(result.get("stdout") or "")
+        records.append({"check": "openssl_verify_x509_strict", "target": (result.get("item") or {}).get("name"),
+                        "ok": result.get("rc") == 0 and re.search(r": OK$", out) is not None, "expected": "OK",
+                        "seen": ("%s %s" % (out, result.get("stderr") or "")).strip()})
+    return records
 
 
 def probe_summary(line):
@@ -92,3 +122,32 @@ def gate_problems(lines, names, expected, stale=(), stderr=""):
         elif have != want:
             problems.append("%s serves the certificate sha256 %s, but the controller's is %s" % (name, have[:16], want[:16]))
     return problems
+
+
+def probe_records(rc, stdout, stderr, names, target):
+    """The records of one run of the gateway's mTLS probe: it ran (exit 0 or 1), one record per JSON line
+    (a line without a plugin name, such as a config error, is a failed record for 'config'), and the lines
+    cover exactly NAMES, the plugins the gateway's plugins.yaml lists."""
+    lines = []
+    for text in str(stdout or "").splitlines():
+        if text.startswith("{"):
+            try:
+                line = json.loads(text)
+            except ValueError:
+                line = {"ok": False, "stage": "output", "error": "not JSON: %s" % text[:200]}
+            lines.append(line if isinstance(line, dict) else {"ok": False, "stage": "output", "error": text[:200]})
+    records = [{"check": "probe_ran", "target": target, "ok": rc in (0, 1), "expected": "the probe runs (exit 0 or 1)",
+                "seen": ("exit %s %s" % (rc, str(stderr or "")[-300:])).strip()}]
+    for line in lines:
+        if "name" in line:
+            records.append(probe_check(line))
+        else:
+            where = "output" if line.get("stage") == "output" else "config"
+            records.append({"check": "gateway_probe_mtls_call", "target": where, "ok": False,
+                            "expected": "cpex's client loads the deployed config and prints JSON lines",
+                            "seen": probe_summary(dict(line, name=where))})
+    seen = sorted(str(line["name"]) for line in lines if "name" in line)
+    want = sorted(str(name) for name in names or [])
+    records.append({"check": "probe_covers_every_plugin", "target": target, "ok": seen == want,
+                    "expected": ",".join(want), "seen": ",".join(seen)})
+    return records

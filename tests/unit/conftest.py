@@ -33,7 +33,6 @@ if _collections_root() not in sys.path:
 ROLE_FILES = {
     "launcher": ("plugin_server", "mcp_plugin_launcher.py"),
     "probe": ("gateway", "mcp_mtls_probe.py"),
-    "checks": ("verify", "mtls_checks.py"),
 }
 
 
@@ -43,11 +42,15 @@ def role_file(name):
     return os.path.join(_ROOT, "roles", role, "files", filename)
 
 
-def _load_role_file(name):
-    spec = importlib.util.spec_from_file_location(os.path.splitext(ROLE_FILES[name][1])[0], role_file(name))
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _load_role_file(name):
+    return _load(os.path.splitext(ROLE_FILES[name][1])[0], role_file(name))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +65,14 @@ def probe():
     return _load_role_file("probe")
 
 
-@pytest.fixture(scope="module")
-def checks():
-    """roles/verify/files/mtls_checks.py as a module."""
-    return _load_role_file("checks")
+@pytest.fixture(scope="session")
+def run_module():
+    """run(module, tmp_path, check=False, diff=False, **args) of plugins/modules/test_modules.py: a module of the
+    collection end to end as Ansible runs it (a JSON args file), for the test files of other folders."""
+    return _load("_module_runner", os.path.join(_HERE, "plugins", "modules", "test_modules.py")).run
+
+
+@pytest.fixture
+def verify_host(run_module, tmp_path):
+    """verify_host(**args): module verify_host end to end, as Ansible runs it; its result (records in 'checks')."""
+    return lambda **args: run_module("verify_host", tmp_path, **args)

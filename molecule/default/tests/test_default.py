@@ -238,8 +238,8 @@ def test_verify_fails_on_a_world_readable_key_and_finds_ca_key_copies_anywhere()
 
 
 def _negative_checks():
-    """The refusal checks of verify's gateway side, as mtls_checks.py itself names them."""
-    spec = importlib.util.spec_from_file_location("mtls_checks", REPO / "roles/verify/files/mtls_checks.py")
+    """The refusal checks of verify's gateway side, as module verify_host's checks name them."""
+    spec = importlib.util.spec_from_file_location("_tlscheck", REPO / "plugins/module_utils/_tlscheck.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert len(module.NEGATIVE_CHECKS) >= 6, module.NEGATIVE_CHECKS

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _verify as inv
@@ -69,3 +71,75 @@ def test_gate_fails_without_a_controller_certificate_and_on_bad_input():
         inv.gate_problems([GOOD], ["A", "B"], [{"fingerprint_sha256": FP}])
     # A line for another plugin does not count for this one.
     assert inv.gate_problems([dict(GOOD, name="B")], ["A"], [{"fingerprint_sha256": FP}])[0].startswith("A: no answer")
+
+
+# ---------------------------------------------------------------- probe records (module verify_host)
+
+def _line(name, **extra):
+    return json.dumps(dict({"name": name, "url": "https://mcp-plugin-%s:8000/mcp" % name, "ok": True,
+                            "tls_version": "TLSv1.3", "latency_ms": 5, "server_cert_sha256": "ab" * 32}, **extra))
+
+
+def _by_check(records):
+    return [(r["check"], r["target"], r["ok"]) for r in records]
+
+
+def test_probe_records_pass_with_a_line_for_every_plugin():
+    stdout = "starting\n" + _line("B") + "\n" + _line("A") + "\n"  # a line not starting with '{' is no result
+    records = inv.probe_records(0, stdout, "", ["A", "B"], "gw1")
+    assert _by_check(records) == [("probe_ran", "gw1", True), ("gateway_probe_mtls_call", "B", True),
+                                  ("gateway_probe_mtls_call", "A", True), ("probe_covers_every_plugin", "gw1", True)]
+    assert records[-1]["expected"] == "A,B" and records[-1]["seen"] == "A,B"
+    assert all(set(r) == {"check", "target", "ok", "expected", "seen"} for r in records)
+
+
+def test_probe_records_exit_2_fails_probe_ran():
+    records = inv.probe_records(2, "", "usage: probe\n", ["A"], "gw1")
+    assert _by_check(records) == [("probe_ran", "gw1", False), ("probe_covers_every_plugin", "gw1", False)]
+    assert records[0]["seen"] == "exit 2 usage: probe" and records[-1]["seen"] == ""
+    # Exit 1 (a plugin failed) is a run: its lines tell which.
+    assert inv.probe_records(1, _line("A", ok=False, stage="tls", error="x"), "", ["A"], "gw1")[0]["ok"] is True
+
+
+def test_probe_records_a_missing_plugin_fails_the_coverage():
+    records = inv.probe_records(0, _line("A") + "\n", "", ["A", "B"], "gw1")
+    assert _by_check(records) == [("probe_ran", "gw1", True), ("gateway_probe_mtls_call", "A", True),
+                                  ("probe_covers_every_plugin", "gw1", False)]
+    assert records[-1]["expected"] == "A,B" and records[-1]["seen"] == "A"
+
+
+def test_probe_records_a_config_error_without_a_name_is_a_failed_record_for_config():
+    stdout = json.dumps({"ok": False, "stage": "config", "error": "no such file: plugins.yaml"}) + "\n"
+    records = inv.probe_records(1, stdout, "", ["A"], "gw1")
+    assert _by_check(records) == [("probe_ran", "gw1", True), ("gateway_probe_mtls_call", "config", False),
+                                  ("probe_covers_every_plugin", "gw1", False)]
+    assert records[1]["seen"] == "config: failed at config: no such file: plugins.yaml"
+
+
+def test_probe_records_a_line_that_is_not_json_is_a_failed_record():
+    records = inv.probe_records(0, "{not json\n" + _line("A") + "\n", "", ["A"], "gw1")
+    assert _by_check(records) == [("probe_ran", "gw1", True), ("gateway_probe_mtls_call", "output", False),
+                                  ("gateway_probe_mtls_call", "A", True), ("probe_covers_every_plugin", "gw1", True)]
+    assert records[1]["seen"] == "output: failed at output: not JSON: {not json"
+
+
+def test_certificate_records_pass_only_a_valid_certificate():
+    certs = [{"name": "ca", "status": "ok", "days_left": 3000},
+             {"name": "gw", "status": "ok", "days_left": 800, "chain_valid": True, "key_matches": True},
+             {"name": "A", "status": "ok", "days_left": 800, "chain_valid": False, "key_matches": True},
+             {"name": "B", "status": "expiring", "days_left": 3, "chain_valid": True, "key_matches": True},
+             {"name": "C", "status": "missing"}]
+    records = inv.certificate_records(certs, 7)
+    assert [(r["target"], r["ok"]) for r in records] == [("ca", True), ("gw", True), ("A", False), ("B", False), ("C", False)]
+    assert records[0]["seen"] == "ok, 3000 days left, chain_valid=n/a, key_matches=n/a"
+    assert records[4]["seen"] == "missing, ? days left, chain_valid=n/a, key_matches=n/a"
+    assert records[2]["expected"] == "exists, chains to the CA, matches its key, more than 7 days left"
+
+
+def test_openssl_records_need_exit_0_and_ok():
+    results = [{"item": {"name": "gw"}, "rc": 0, "stdout": "/pki/gateway/client.crt: OK", "stderr": ""},
+               {"item": {"name": "A"}, "rc": 2, "stdout": "", "stderr": "error 20 at 0 depth lookup"},
+               {"item": {"name": "B"}, "rc": 0, "stdout": "/pki/B: OK but not really", "stderr": ""}]
+    records = inv.openssl_records(results)
+    assert [(r["target"], r["ok"]) for r in records] == [("gw", True), ("A", False), ("B", False)]
+    assert records[1]["seen"] == "error 20 at 0 depth lookup"

@@ -1,0 +1,260 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# This module_util is PRIVATE and should only be used by this collection.
+# Breaking changes can occur at any time.
+
+"""The handshake checks of module verify_host, run on a target host with only Python, curl, openssl and ss.
+
+Every check records what was expected and what was seen; role verify asserts on the records.
+Every negative check (NEGATIVE_CHECKS) first needs its positive twin on the same address: the same request
+with the gateway's certificate must get an HTTP answer there. A refusal only counts when the server refuses
+at the TLS level after our ClientHello went out over an established TCP connection; a refused connection, a
+name that does not resolve or a client that could not even load its certificate is no refusal.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import socket
+import ssl
+import subprocess
+import warnings
+from urllib.parse import urlsplit
+
+TIMEOUT = 10
+HEALTH_TIMEOUT = 3
+HOSTNAME_MISMATCH = 62  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH
+WRONG_NAME = "name-not-in-sans.invalid"
+ANY_SUITE = "DEFAULT:@SECLEVEL=0"
+# Every TLS 1.2 suite without AEAD (CBC, RC4, 3DES ...) plus the AEAD ones with RSA key exchange.
+WEAK_TLS12_SUITES = "ALL:-AESGCM:-AESCCM:-CHACHA20:-ARIAGCM:kRSA+AESGCM:!aNULL:!eNULL:@SECLEVEL=0"
+NEGATIVE_CHECKS = ("no_client_cert_refused", "foreign_ca_cert_refused", "hostname_mismatch_refused",
+                   "tls1_1_refused", "weak_tls1_2_suites_refused", "health_not_reachable_remotely")
+# The server's TLS refusals: an alert it sent, or the connection it closed after our ClientHello without an
+# HTTP answer. The second is no proof on its own, but the plugins' server cannot do better: uvicorn serves TLS
+# through asyncio's (or uvloop's) memory-BIO SSL protocol, which closes the transport on a failed handshake
+# without sending the alert OpenSSL wrote (seen with uvicorn 0.55 on Python 3.11 and 3.13, both loops: a client
+# without a certificate, with a foreign one, offering TLS 1.1 or only weak suites gets a bare EOF). It only
+# counts right after the positive twin got an HTTP answer on the same address, so a closed port, a hung
+# server (a timeout), a TLS close_notify, a plain HTTP server or a client-side error can never count.
+REFUSALS = ("alert", "closed")
+ALERT = re.compile(r"(?:sslv3|tlsv1|tlsv13)[ _]alert[ _]([a-z0-9_ ]+)", re.I)
+
+
+def run(cmd, timeout=20, stdin=b""):
+    try:
+        proc = subprocess.run(cmd, input=stdin, capture_output=True, timeout=timeout, check=False)
+        return proc.returncode, (proc.stdout + proc.stderr).decode("utf-8", "replace")
+    except subprocess.TimeoutExpired:
+        return 124, "timeout"
+
+
+def curl(url, *extra):
+    rc, out = run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", *extra, url])
+    return rc, out.strip()[-300:]
+
+
+def check(name, ok, expected, seen):
+    return {"check": name, "ok": bool(ok), "expected": expected, "seen": seen}
+
+
+def attempt(target, server_name, request, ca, cert=None, key=None, version=None, ciphers=None):
+    """One HTTPS request to TARGET (family, sockaddr): no DNS, the server verified against CA for SERVER_NAME.
+
+    Returns (outcome, detail); outcome is one of: client-error (this side could not be set up: nothing was
+    sent), no-connection (no TCP connection), verify-failed (this client refused the server's certificate),
+    alert (the server sent a TLS alert), closed (the server closed the connection after our ClientHello,
+    before any HTTP answer, without an alert), tls-error (this client stopped the handshake), http (an HTTP
+    status line came back) or other (a timeout, a TLS close_notify without an answer, not HTTP)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(ca)
+        if cert:
+            context.load_cert_chain(cert, key, password="")  # an encrypted key fails here instead of prompting
+        if ciphers:
+            context.set_ciphers(ciphers)
+        if version:
+            with warnings.catch_warnings():  # TLS 1.1 is deprecated: offering it is the point
+                warnings.simplefilter("ignore", DeprecationWarning)
+                context.minimum_version = context.maximum_version = version
+    except (OSError, ValueError) as exc:
+        return "client-error", f"client-side error (nothing sent): {exc}"
+    stage = "TCP connect"
+    answer = b""
+    try:
+        with socket.socket(target[0], socket.SOCK_STREAM) as sock:
+            sock.settimeout(TIMEOUT)
+            sock.connect(target[1])
+            stage = "TLS handshake (after our ClientHello)"
+            with context.wrap_socket(sock, server_hostname=server_name, suppress_ragged_eofs=False) as tls:
+                # With TLS 1.3 the client's handshake ends before the server has checked the client's
+                # certificate: its verdict comes with the first read.
+                stage = f"{tls.version()} request"
+                tls.sendall(request)
+                while b"\n" not in answer and len(answer) < 4096:
+                    data = tls.recv(4096)
+                    if not data:
+                        break
+                    answer += data
+    except ssl.SSLCertVerificationError as exc:
+        return "verify-failed", f"verify code {exc.verify_code}: {exc.verify_message}"
+    except ssl.SSLError as exc:
+        alert = ALERT.search(str(exc))
+        if alert:
+            return "alert", f"{stage}: the server sent the TLS alert {alert.group(1).strip().lower()}"
+        if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+            return "closed", f"{stage}: the server closed the connection without an alert and without an HTTP answer"
+        return "tls-error", f"{stage}: this client stopped the handshake: {exc}"
+    except (ConnectionResetError, BrokenPipeError, ConnectionAbortedError) as exc:
+        if stage != "TCP connect":
+            return "closed", f"{stage}: the server reset the connection without an HTTP answer ({exc})"
+        return "no-connection", f"{stage}: {exc}"
+    except OSError as exc:
+        return ("no-connection" if stage == "TCP connect" else "other"), f"{stage}: {str(exc) or type(exc).__name__}"
+    if answer.startswith(b"HTTP/"):
+        return "http", answer.split(b"\r\n")[0].decode("latin-1")
+    if not answer:
+        return "other", f"{stage}: the server ended the TLS session (close_notify) without an HTTP answer"
+    return "other", f"{stage}: no HTTP answer: {answer[:40]!r}"
+
+
+def connection_refused(target, port):
+    """(refused, detail): no TCP connection to PORT at TARGET's address (refused, timed out or rejected)."""
+    sockaddr = (target[1][0], port, *target[1][2:])
+    with socket.socket(target[0], socket.SOCK_STREAM) as sock:
+        sock.settimeout(HEALTH_TIMEOUT)
+        try:
+            sock.connect(sockaddr)
+        except (ConnectionRefusedError, TimeoutError) as exc:
+            return True, f"{sockaddr[0]}:{port}: {str(exc) or 'timed out'}"
+        except OSError as exc:  # EHOSTUNREACH: a firewall's reject, the host itself answered the twin
+            return exc.errno == errno.EHOSTUNREACH, f"{sockaddr[0]}:{port}: {exc}"
+    return False, f"{sockaddr[0]}:{port}: connected"
+
+
+def foreign_problem(foreign):
+    """Why FOREIGN's cert is no valid client certificate of its CA (None when it is)."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(foreign["cert"], foreign["key"], password="")
+    except (OSError, ValueError) as exc:
+        return f"client-side error: the foreign certificate and key do not load together: {exc}"
+    if foreign.get("ca"):
+        rc, out = run(["openssl", "verify", "-CAfile", foreign["ca"], "-purpose", "sslclient", foreign["cert"]])
+        if rc != 0:
+            return f"client-side error: the foreign certificate is no client certificate of the foreign CA: {' '.join(out.split())[-300:]}"
+    return None
+
+
+def remote(url, client, foreign=None, health_port=None):
+    """The checks of one plugin endpoint URL (as in the gateway's plugins.yaml) from this host.
+
+    CLIENT: paths cert, key, ca of the gateway's client files; FOREIGN: paths cert, key (and ca) of a valid
+    client certificate of another CA, or None; HEALTH_PORT: the plugin's health port (default: port + 1000)."""
+    parts = urlsplit(url)
+    host, port = parts.hostname, parts.port or 443
+    request = f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
+    mine = {"cert": client["cert"], "key": client["key"]}
+    ca = client["ca"]
+    try:
+        targets = list(dict.fromkeys((info[0], info[4]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
+        resolved = ", ".join(target[1][0] for target in targets)
+    except OSError as exc:
+        targets, resolved = [], f"{host} does not resolve: {exc}"
+    results = [check("name_resolves", targets, f"{host} resolves", resolved)]
+
+    # The positive twin: the first address where the gateway's certificate gets an HTTP answer.
+    twin, tried = None, []
+    for target in targets:
+        outcome, detail = attempt(target, host, request, ca, **mine)
+        tried.append(f"{target[1][0]}: {detail}")
+        if outcome == "http":
+            twin = target
+            break
+    results.append(check("mtls_handshake_with_gateway_cert", twin,
+                         f"an HTTP answer over mTLS with the gateway's certificate, the server verified against the CA for {host}",
+                         "; ".join(tried) or f"not tried: {resolved}"))
+
+    def on_twin(name, expected, accept, control=None, server_name=host, **options):
+        """A check on the address where the twin (and CONTROL, a check record) succeeded, with the same client."""
+        if not twin:
+            return check(name, False, expected, "not tried: mtls_handshake_with_gateway_cert failed")
+        if control and not control["ok"]:
+            return check(name, False, expected, f"not tried: its control {control['check']} failed")
+        outcome, detail = attempt(twin, server_name, request, ca, **options)
+        return check(name, accept(outcome, detail), expected, f"{twin[1][0]}:{port}: {detail}")
+
+    def refused(outcome, _detail):
+        return outcome in REFUSALS
+
+    server_refusal = "a TLS alert from the server, or the server closing the connection after our ClientHello without an HTTP answer"
+    results.append(on_twin("no_client_cert_refused", f"{server_refusal}, for a client without a certificate", refused))
+    if foreign:
+        expected = f"{server_refusal}, for a valid client certificate of another CA"
+        problem = foreign_problem(foreign)
+        results.append(check("foreign_ca_cert_refused", False, expected, problem) if problem else
+                       on_twin("foreign_ca_cert_refused", expected, refused, cert=foreign["cert"], key=foreign["key"]))
+    results.append(on_twin("hostname_mismatch_refused",
+                           f"this client refuses the server's certificate for {WRONG_NAME} (verify code {HOSTNAME_MISMATCH}, "
+                           "hostname mismatch) on the address where the right name succeeds",
+                           lambda outcome, detail: outcome == "verify-failed" and detail.startswith(f"verify code {HOSTNAME_MISMATCH}:"),
+                           server_name=WRONG_NAME, **mine))
+    control = on_twin("tls1_2_accepted", "an HTTP answer over TLS 1.2 (control for the TLS 1.1 and weak suite checks)",
+                      lambda outcome, _detail: outcome == "http", version=ssl.TLSVersion.TLSv1_2, ciphers=ANY_SUITE, **mine)
+    results.append(control)
+    results.append(on_twin("tls1_1_refused", f"{server_refusal}, for a TLS 1.1 ClientHello (TLS 1.2 control succeeds)", refused,
+                           control, version=ssl.TLSVersion.TLSv1_1, ciphers=ANY_SUITE, **mine))
+    results.append(on_twin("weak_tls1_2_suites_refused",
+                           f"{server_refusal}, for a TLS 1.2 ClientHello offering only CBC and RSA-key-exchange suites "
+                           "(TLS 1.2 control succeeds)", refused, control, version=ssl.TLSVersion.TLSv1_2, ciphers=WEAK_TLS12_SUITES, **mine))
+
+    health = health_port or port + 1000
+    expected = f"no TCP connection to port {health} (refused or timed out) at the address where the mTLS request succeeds"
+    if twin:
+        closed, seen = connection_refused(twin, health)
+        results.append(check("health_not_reachable_remotely", closed, expected, seen))
+    else:
+        results.append(check("health_not_reachable_remotely", False, expected, "not tried: mtls_handshake_with_gateway_cert failed"))
+    return results
+
+
+def listening():
+    rc, out = run(["ss", "-ltnH"])
+    sockets = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) >= 4:
+            addr, port = fields[3].rsplit(":", 1)
+            sockets.append((addr.strip("[]"), int(port)))
+    return sockets
+
+
+def local(port, health_port):
+    """The checks of one plugin on its own host: health on loopback only, the mTLS port listening."""
+    results = []
+    health = health_port
+    rc, out = curl(f"http://127.0.0.1:{health}/health")
+    results.append(check("health_answers_on_loopback", rc == 0 and out.endswith("200"),
+                         f"HTTP 200 from http://127.0.0.1:{health}/health", f"exit {rc}: {out}"))
+    socks = listening()
+    health_addrs = sorted({a for a, p in socks if p == health})
+    main_addrs = sorted({a for a, p in socks if p == port})
+    results.append(check("health_bound_to_loopback_only", health_addrs and all(a.startswith("127.") or a == "::1" for a in health_addrs),
+                         f"port {health} listens on loopback only", f"{health_addrs}"))
+    results.append(check("mtls_port_listening", bool(main_addrs), f"port {port} listens", f"{main_addrs}"))
+    return results
+
+
+def gateway_service(unit, plugins):
+    """The gateway unit is active and its current run registered every plugin in PLUGINS."""
+    rc, state = run(["systemctl", "is-active", unit])
+    results = [check("gateway_service_active", state.strip() == "active", f"{unit} active", state.strip())]
+    rc, invocation = run(["systemctl", "show", "-p", "InvocationID", "--value", unit])
+    rc, log = run(["journalctl", "--no-pager", "-o", "cat", f"_SYSTEMD_INVOCATION_ID={invocation.strip()}"], timeout=30)
+    registered = set(re.findall(r"Registered plugin: (\S+)", log))
+    for name in plugins:
+        results.append(check("gateway_registered_plugin", name in registered,
+                             f"'Registered plugin: {name}' in this run of {unit}",
+                             "registered" if name in registered else f"not registered (saw {sorted(registered)})"))
+    return results

@@ -1,0 +1,362 @@
+#!/usr/bin/python
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: verify_host
+short_description: Run every mTLS check of one host in one call and return a record per check
+version_added: 0.2.0
+description:
+  - The host side of role M(mcpgateway.mtls.verify). Runs, on the target, every check that O(files), O(local_plugins),
+    O(remote_plugins), O(ca_key_search), O(gateway_service) and O(probe) ask for, in one process, so that verifying
+    a host costs one remote round trip whatever the number of plugins.
+  - Each check returns a record C(check), C(target), C(ok), C(expected), C(seen). The module never fails because a
+    check failed; the caller asserts on RV(checks). It fails only on bad input.
+  - A negative check (a refusal) only counts after its positive twin, the same request with the gateway's
+    certificate, got an HTTP answer on the same address; a refused connection, a name that does not resolve or a
+    client-side error is never a refusal.
+  - With O(ca_files) (on the controller) it instead returns RV(ca_identities), the public keys and key digests
+    that O(ca_key_search) compares with.
+author:
+  - mcpgateway.mtls developers (@mcpgateway)
+extends_documentation_fragment:
+  - mcpgateway.mtls._attributes
+  - mcpgateway.mtls._attributes.INFO_MODULE
+options:
+  host:
+    description: The name the host-wide records carry as C(target) (role verify passes the inventory name).
+    type: str
+    default: host
+  files:
+    description: Deployed files whose owner and mode must match (C(file_owner_mode)); a symlink never matches.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Absolute path.
+        type: path
+        required: true
+      owner:
+        description: The owner it must have; V(null) for any owner.
+        type: str
+      mode:
+        description: The mode it must have, four octal digits.
+        type: str
+        required: true
+  local_plugins:
+    description:
+      - Plugins served by this host, as entries of the plugin plan (the keys V(name), V(port) and V(health_port) are
+        read; others are ignored). Checks that the health port answers HTTP 200 on loopback and listens on loopback
+        only, and that the mTLS port listens.
+    type: list
+    elements: dict
+    default: []
+  remote_plugins:
+    description:
+      - Plugins this host (a gateway host) calls, as entries of the plugin plan (the keys V(name), V(url) and
+        V(health_port) are read; V(health_port) defaults to the URL's port + 1000). Each URL, as the gateway's
+        plugins.yaml has it, must resolve, complete an mTLS request with O(client), refuse a client without a
+        certificate, with O(foreign)'s certificate, TLS 1.1 and weak TLS 1.2 suites, present a certificate this client
+        refuses for another name, and keep the health port unreachable from here.
+    type: list
+    elements: dict
+    default: []
+  client:
+    description: Paths of the gateway's deployed client files on this host. Required with O(remote_plugins).
+    type: dict
+    suboptions:
+      cert:
+        description: Client certificate.
+        type: path
+        required: true
+      key:
+        description: Client key (unencrypted, as the gateway loads it).
+        type: path
+        required: true
+      ca:
+        description: The CA bundle the server is verified against.
+        type: path
+        required: true
+  foreign:
+    description:
+      - A valid client certificate of another CA (PEM contents), for the check C(foreign_ca_cert_refused). Written to a
+        private temporary folder for the checks and removed before the module returns.
+    type: dict
+    suboptions:
+      cert:
+        description: The certificate.
+        type: str
+        required: true
+      key:
+        description: Its private key. Never logged.
+        type: str
+        required: true
+      ca:
+        description: The foreign CA certificate; the certificate must verify against it as a TLS client.
+        type: str
+  ca_key_search:
+    description:
+      - Search every regular file of the host (but the pseudo file systems and O(ca_key_search.exclude)) for a private
+        key of a CA of the controller, by content digest and by public key (C(no_ca_private_key_on_host)).
+    type: dict
+    suboptions:
+      spki:
+        description: SHA-256 of each CA certificate's SubjectPublicKeyInfo (RV(ca_identities)).
+        type: list
+        elements: str
+        default: []
+      key_digests:
+        description: SHA-256 of each CA key's base64 body (RV(ca_identities)).
+        type: list
+        elements: str
+        default: []
+      exclude:
+        description: Folders not to search.
+        type: list
+        elements: path
+        default: []
+      root:
+        description: Where the search starts.
+        type: path
+        default: /
+  gateway_service:
+    description: The gateway's unit must be active and its current run must have registered every plugin.
+    type: dict
+    suboptions:
+      unit:
+        description: The unit.
+        type: str
+        required: true
+      plugins:
+        description: The plugin names it must have registered.
+        type: list
+        elements: str
+        required: true
+  probe:
+    description: Run the gateway's mTLS probe (cpex's client with the deployed config) as the gateway's user.
+    type: dict
+    suboptions:
+      command:
+        description: The probe command.
+        type: path
+        required: true
+      user:
+        description: The user it runs as (through C(runuser)).
+        type: str
+        required: true
+      plugins:
+        description: The plugin names its answers must cover.
+        type: list
+        elements: str
+        required: true
+  ca_files:
+    description:
+      - On the controller only, and alone. The CA certificates and keys of the PKI tree (current, incoming, retired).
+        Returns RV(ca_identities) and runs no check.
+    type: list
+    elements: path
+    default: []
+notes:
+  - Needs C(openssl), C(curl) and C(ss) on the host for the checks that use them; a missing tool fails its check.
+"""
+
+EXAMPLES = r"""
+- name: Verify a gateway host
+  mcpgateway.mtls.verify_host:
+    host: "{{ inventory_hostname }}"
+    remote_plugins:
+      - {name: guard, url: "https://plug1.example.com:8443/mcp", health_port: 9443}
+    client:
+      cert: /etc/mcpgateway/tls/client.crt
+      key: /etc/mcpgateway/tls/client.key
+      ca: /etc/mcpgateway/tls/ca.crt
+    probe: {command: /usr/local/bin/mcp-mtls-probe, user: mcpgateway, plugins: [guard]}
+  register: __checks
+
+- name: Assert that every check passed
+  ansible.builtin.assert:
+    that: __checks.checks | rejectattr('ok') | list | length == 0
+"""
+
+RETURN = r"""
+checks:
+  description: One record per check, in the order they ran.
+  returned: success
+  type: list
+  elements: dict
+  sample: [{"check": "mtls_port_listening", "target": "guard", "ok": true, "expected": "port 8443 listens",
+            "seen": "['0.0.0.0']"}]
+failed_checks:
+  description: How many records have C(ok) false (the task itself does not fail for them).
+  returned: success
+  type: int
+ca_identities:
+  description: With O(ca_files), C(spki) and C(key_digests) to pass to O(ca_key_search).
+  returned: when O(ca_files) is set
+  type: dict
+"""
+
+import os
+import pwd
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.mcpgateway.mtls.plugins.module_utils import _keysearch, _tlscheck
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._verify import probe_records
+
+PROBE_TIMEOUT = 300
+
+
+def file_records(expectations):
+    """One file_owner_mode record per expected file (lstat: a symlink in place of the file never matches)."""
+    records = []
+    for item in expectations:
+        owner, mode = item.get("owner"), item["mode"]
+        try:
+            info = os.lstat(item["path"])
+        except OSError:
+            info = None
+        if info is None:
+            seen, ok = "missing", False
+        else:
+            try:
+                name = pwd.getpwuid(info.st_uid).pw_name
+            except KeyError:
+                name = str(info.st_uid)
+            have = "%04o" % stat.S_IMODE(info.st_mode)
+            seen = "%s %s" % (name, have) if stat.S_ISREG(info.st_mode) else "%s %s (not a regular file)" % (name, have)
+            ok = stat.S_ISREG(info.st_mode) and (owner is None or name == owner) and have == mode
+        records.append(_tlscheck.check("file_owner_mode", ok, "%s %s" % (owner or "any owner", mode), seen))
+        records[-1]["target"] = item["path"]
+    return records
+
+
+def write_foreign(folder, foreign):
+    """The foreign material as files in FOLDER (0600): {cert, key, ca} paths."""
+    paths = {}
+    for part in ("cert", "key", "ca"):
+        if foreign.get(part):
+            paths[part] = os.path.join(folder, part + ".pem")
+            fd = os.open(paths[part], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(foreign[part])
+    return paths
+
+
+def run_probe(probe):
+    try:
+        proc = subprocess.run(["runuser", "-u", probe["user"], "--", probe["command"]], capture_output=True,
+                              text=True, timeout=PROBE_TIMEOUT, check=False)
+        return proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired:
+        return 124, "", "the probe did not end within %d s" % PROBE_TIMEOUT
+    except OSError as exc:
+        return 127, "", "cannot run runuser: %s" % exc
+
+
+def plugin_problems(entries, keys, option):
+    """What is wrong with the plugin entries of OPTION: each needs KEYS; ports are whole numbers."""
+    problems = []
+    for number, entry in enumerate(entries):
+        missing = [key for key in keys if entry.get(key) in (None, "")]
+        if missing:
+            problems.append("%s[%d] (%s) lacks %s" % (option, number, entry.get("name", "no name"), ", ".join(missing)))
+        for key in ("port", "health_port"):
+            value = entry.get(key)
+            if value is not None and (isinstance(value, bool) or not str(value).isdigit() or not 0 < int(value) < 65536):
+                problems.append("%s[%d] (%s): %s must be a port number 1-65535, got %r" % (
+                    option, number, entry.get("name", "no name"), key, value))
+    return problems
+
+
+def run_checks(params):
+    """Every check PARAMS ask for, as records (host-wide records carry PARAMS['host'] as target)."""
+    host = params["host"]
+    records = file_records(params["files"])
+    for plugin in params["local_plugins"]:
+        records += [dict(item, target=plugin["name"]) for item in _tlscheck.local(int(plugin["port"]), int(plugin["health_port"]))]
+    if params["remote_plugins"]:
+        folder = tempfile.mkdtemp(prefix="mcp-verify-")
+        try:
+            foreign = write_foreign(folder, params["foreign"]) if params["foreign"] else None
+            for plugin in params["remote_plugins"]:
+                checks = _tlscheck.remote(plugin["url"], params["client"], foreign,
+                                          int(plugin["health_port"]) if plugin.get("health_port") else None)
+                records += [dict(item, target=plugin["name"]) for item in checks]
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+    if params["ca_key_search"] is not None:
+        search = params["ca_key_search"]
+        found = _keysearch.ca_key(search["spki"], search["key_digests"], search["exclude"], search["root"])
+        records += [dict(item, target=host) for item in found]
+    if params["gateway_service"] is not None:
+        service = params["gateway_service"]
+        records += [dict(item, target=host) for item in _tlscheck.gateway_service(service["unit"], service["plugins"])]
+    if params["probe"] is not None:
+        rc, out, err = run_probe(params["probe"])
+        records += probe_records(rc, out, err, params["probe"]["plugins"], host)
+    return records
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "host": {"type": "str", "default": "host"},
+            "files": {"type": "list", "elements": "dict", "default": [], "options": {
+                "path": {"type": "path", "required": True}, "owner": {"type": "str"},
+                "mode": {"type": "str", "required": True}}},
+            "local_plugins": {"type": "list", "elements": "dict", "default": []},
+            "remote_plugins": {"type": "list", "elements": "dict", "default": []},
+            "client": {"type": "dict", "options": {
+                "cert": {"type": "path", "required": True}, "key": {"type": "path", "required": True, "no_log": False},
+                "ca": {"type": "path", "required": True}}},
+            "foreign": {"type": "dict", "options": {
+                "cert": {"type": "str", "required": True}, "key": {"type": "str", "required": True, "no_log": True},
+                "ca": {"type": "str"}}},
+            "ca_key_search": {"type": "dict", "no_log": False, "options": {
+                "spki": {"type": "list", "elements": "str", "default": []},
+                "key_digests": {"type": "list", "elements": "str", "default": [], "no_log": False},
+                "exclude": {"type": "list", "elements": "path", "default": []},
+                "root": {"type": "path", "default": "/"}}},
+            "gateway_service": {"type": "dict", "options": {
+                "unit": {"type": "str", "required": True},
+                "plugins": {"type": "list", "elements": "str", "required": True}}},
+            "probe": {"type": "dict", "options": {
+                "command": {"type": "path", "required": True}, "user": {"type": "str", "required": True},
+                "plugins": {"type": "list", "elements": "str", "required": True}}},
+            "ca_files": {"type": "list", "elements": "path", "default": []},
+        },
+        supports_check_mode=True,
+    )
+    params = module.params
+    problems = plugin_problems(params["local_plugins"], ("name", "port", "health_port"), "local_plugins")
+    problems += plugin_problems(params["remote_plugins"], ("name", "url"), "remote_plugins")
+    problems += ["files[%d] (%s): mode must be four octal digits such as 0600, got %r" % (number, item["path"], item["mode"])
+                 for number, item in enumerate(params["files"]) if not re.match(r"^[0-7]{4}$", item["mode"])]
+    if problems:
+        module.fail_json(msg="; ".join(problems))
+    if params["remote_plugins"] and not params["client"]:
+        module.fail_json(msg="remote_plugins needs client: the paths of the gateway's client certificate, key and CA bundle")
+    if params["ca_files"]:
+        others = [name for name in ("files", "local_plugins", "remote_plugins") if params[name]]
+        others += [name for name in ("client", "ca_key_search", "gateway_service", "probe", "foreign") if params[name] is not None]
+        if others:
+            module.fail_json(msg="ca_files runs alone, on the controller; remove %s or make a second call" % ", ".join(others))
+        try:
+            module.exit_json(changed=False, checks=[], failed_checks=0, ca_identities=_keysearch.ca_identities(params["ca_files"]))
+        except (OSError, ValueError) as exc:
+            module.fail_json(msg="cannot read the CA files: %s" % exc)
+    records = run_checks(params)
+    module.exit_json(changed=False, checks=records, failed_checks=sum(1 for item in records if not item["ok"]))
+
+
+if __name__ == "__main__":
+    main()

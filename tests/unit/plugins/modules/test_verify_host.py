@@ -1,0 +1,92 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Module verify_host end to end as Ansible runs it (fixture verify_host, tests/unit/conftest.py): what the module
+adds to the checks of module_utils/_tlscheck.py and _keysearch.py (tested in tests/unit/plugins/module_utils/):
+the file_owner_mode records, its input errors, and the foreign key kept out of its output."""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import subprocess
+
+import pytest
+
+ME = pwd.getpwuid(os.getuid()).pw_name
+
+
+def test_file_owner_mode_records(verify_host, tmp_path):
+    key = tmp_path / "tls" / "server.key"
+    key.parent.mkdir()
+    key.write_text("k\n")
+    key.chmod(0o600)
+    (tmp_path / "tls" / "link.key").symlink_to(key)  # pointing to a file that would pass
+    cases = [  # (path, owner, mode, ok, expected, seen)
+        (key, ME, "0600", True, f"{ME} 0600", f"{ME} 0600"),
+        (key, None, "0600", True, "any owner 0600", f"{ME} 0600"),
+        (key, ME, "0644", False, f"{ME} 0644", f"{ME} 0600"),
+        (key, "someone-else", "0600", False, "someone-else 0600", f"{ME} 0600"),
+        (tmp_path / "tls" / "missing.key", ME, "0600", False, f"{ME} 0600", "missing"),
+        (tmp_path / "tls" / "link.key", ME, "0600", False, f"{ME} 0600", f"{ME} 0777 (not a regular file)"),
+    ]
+    result = verify_host(host="h1", files=[{"path": str(path), "owner": owner, "mode": mode}
+                                           for path, owner, mode, *_rest in cases])
+    assert "msg" not in result, result
+    assert result["checks"] == [{"check": "file_owner_mode", "target": str(path), "ok": ok, "expected": expected, "seen": seen}
+                                for path, _owner, _mode, ok, expected, seen in cases]
+
+
+@pytest.mark.parametrize("args, fragment", [
+    ({"local_plugins": [{"name": "a", "health_port": 9000}]}, "local_plugins[0] (a) lacks port"),
+    ({"local_plugins": [{"name": "a", "port": 70000, "health_port": 9000}]},
+     "local_plugins[0] (a): port must be a port number 1-65535, got 70000"),
+    ({"remote_plugins": [{"name": "a", "url": "https://localhost:8443/mcp"}]}, "remote_plugins needs client"),
+    ({"ca_files": ["/nonexistent/ca.crt"], "files": [{"path": "/nonexistent/a", "mode": "0600"}]},
+     "ca_files runs alone, on the controller; remove files or make a second call"),
+], ids=["local-without-port", "local-port-70000", "remote-without-client", "ca-files-with-files"])
+def test_bad_input_is_one_clear_error(verify_host, args, fragment):
+    result = verify_host(**args)
+    assert result["failed"] is True and fragment in result["msg"] and "checks" not in result, result
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (None, "No such file or directory"),
+    ("-----BEGIN CERTIFICATE-----\nQUJD\n-----END CERTIFICATE-----\n", "a certificate openssl cannot read"),
+], ids=["missing", "unreadable"])
+def test_unreadable_ca_files_are_one_clear_error(verify_host, tmp_path, content, fragment):
+    path = tmp_path / "ca.crt"
+    if content is not None:
+        path.write_text(content)
+    result = verify_host(ca_files=[str(path)])
+    assert result["failed"] is True and result["msg"].startswith("cannot read the CA files: "), result
+    assert fragment in result["msg"] and str(path) in result["msg"] and "ca_identities" not in result, result
+
+
+def _self_signed(folder, name):
+    """(certificate, key) PEM texts of a self-signed client certificate."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-subj", f"/CN={name}", "-days", "1", "-addext", "extendedKeyUsage=clientAuth",
+                    "-keyout", f"{name}.key", "-out", f"{name}.crt"], cwd=folder, check=True, capture_output=True)
+    return (folder / f"{name}.crt").read_text(), (folder / f"{name}.key").read_text()
+
+
+@pytest.mark.parametrize("mismatched", [False, True], ids=["server-down", "key-of-another-certificate"])
+def test_the_foreign_key_never_appears_in_the_output(verify_host, tmp_path, monkeypatch, mismatched):
+    cert, key = _self_signed(tmp_path, "foreign")
+    other, _other_key = _self_signed(tmp_path, "other")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))  # where the module writes the foreign files for the checks
+    result = verify_host(remote_plugins=[{"name": "t", "url": "https://mcp-plugin-t.invalid:8443/mcp"}],
+                         client={"cert": str(tmp_path / "foreign.crt"), "key": str(tmp_path / "foreign.key"),
+                                 "ca": str(tmp_path / "foreign.crt")},
+                         foreign={"cert": other if mismatched else cert, "key": key, "ca": other if mismatched else cert})
+    records = {record["check"]: record for record in result["checks"]}
+    assert records["foreign_ca_cert_refused"]["ok"] is False, records
+    if mismatched:
+        assert "do not load together" in records["foreign_ca_cert_refused"]["seen"], records
+    text = json.dumps(result)
+    body = [line for line in key.splitlines() if line and not line.startswith("-----")]
+    assert body and not [line for line in body if line in text], text
+    assert list(temp.iterdir()) == []  # the foreign files are removed before the module returns
