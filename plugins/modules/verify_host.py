@@ -83,7 +83,8 @@ options:
   foreign:
     description:
       - A valid client certificate of another CA (PEM contents), for the check C(foreign_ca_cert_refused). Written to a
-        private temporary folder for the checks and removed before the module returns.
+        private temporary folder for the checks and removed before the module returns. Never logged, not even in the
+        host's journal.
     type: dict
     suboptions:
       cert:
@@ -318,7 +319,9 @@ def main():
             "client": {"type": "dict", "options": {
                 "cert": {"type": "path", "required": True}, "key": {"type": "path", "required": True, "no_log": False},
                 "ca": {"type": "path", "required": True}}},
-            "foreign": {"type": "dict", "options": {
+            # no_log on the whole option: AnsibleModule logs a dict option's str() to the journal, where a
+            # suboption's no_log value (a multi-line key) no longer matches and would be written in clear.
+            "foreign": {"type": "dict", "no_log": True, "options": {
                 "cert": {"type": "str", "required": True}, "key": {"type": "str", "required": True, "no_log": True},
                 "ca": {"type": "str"}}},
             "ca_key_search": {"type": "dict", "no_log": False, "options": {

@@ -22,7 +22,7 @@ def run(module, tmp_path, check=False, diff=False, **args):
     args.update({"_ansible_check_mode": check, "_ansible_diff": diff, "_ansible_tmpdir": str(tmp_path)})
     path = tmp_path / ("args-%s.json" % module)
     path.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
-    env = dict(os.environ, PYTHONPATH=COLLECTIONS)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [COLLECTIONS, os.environ.get("PYTHONPATH")])))
     out = subprocess.run([sys.executable, os.path.join(MODULES, module + ".py"), str(path)],
                          capture_output=True, text=True, env=env, check=False)
     path.unlink()
