@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._errors import PKIError
+
 
 def common_argument_spec(with_defaults=True):
     """Options of every writing module. Without defaults (certificate_set items): None = inherit."""
@@ -57,6 +59,34 @@ def leaf_argument_spec(item=False):
     spec.update(common_argument_spec(with_defaults=not item))
     if item:
         spec["name"] = {"type": "str"}
+        # An item's passphrase comes from the module's top-level option passphrases (keyed by name): AnsibleModule
+        # logs a list option as its str() to the host's journal, where the escaping of a quote or backslash makes
+        # a no_log suboption no longer match its masked value, so it would be written in clear.
+        del spec["passphrase"]
         for key in ("profile", "keep_key", "force"):
             spec[key].pop("default", None)
     return spec
+
+
+def passphrases_argument_spec():
+    """Top-level option of the modules that take a list of keys: passphrase per entry name, never logged."""
+    return {"passphrases": {"type": "dict", "default": {}, "no_log": True}}
+
+
+def attach_passphrases(items, passphrases, label="certificates"):
+    """ITEMS (list of dicts with an optional name) each with its passphrase from PASSPHRASES (name -> passphrase).
+
+    Returns new dicts; a passphrase for a name that no item has is an error (a typo would leave a key unencrypted
+    or unreadable without a word)."""
+    passphrases = passphrases or {}
+    names = set(item.get("name") for item in items if isinstance(item, dict))
+    unknown = sorted(str(name) for name in passphrases if name not in names)
+    if unknown:
+        raise PKIError("passphrases: no entry of %s is named %s; passphrases are keyed by %s[].name"
+                         % (label, ", ".join(unknown), label))
+    attached = []
+    for item in items:
+        if isinstance(item, dict) and passphrases.get(item.get("name")):
+            item = dict(item, passphrase=passphrases[item["name"]])
+        attached.append(item)
+    return attached

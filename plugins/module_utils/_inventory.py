@@ -68,9 +68,10 @@ def external_plugins(config, source="plugins config"):
 
 
 def pki_leaves(entries, pki_dir, plugin_subject_prefix=DEFAULT_PREFIX,
-               gateway_subject="/CN=mcp-gateway-client/O=MCPGateway/OU=Gateway",
-               gateway_passphrase="", plugin_passphrase=""):
-    """The certificate_set items for the gateway client and every plugin, in the upstream layout."""
+               gateway_subject="/CN=mcp-gateway-client/O=MCPGateway/OU=Gateway"):
+    """The certificate_set items for the gateway client and every plugin, in the upstream layout.
+
+    Passphrases are not part of the items: leaf_passphrases() gives the modules' option passphrases."""
     if not pki_dir:
         raise PlanError("pki_dir is empty; set it to the root of the certificate tree")
     pki_dir = pki_dir.rstrip("/")
@@ -84,8 +85,6 @@ def pki_leaves(entries, pki_dir, plugin_subject_prefix=DEFAULT_PREFIX,
         "cert_path": f"{pki_dir}/gateway/client.crt",
         "ca_copy_path": f"{pki_dir}/gateway/ca.crt",
     }
-    if gateway_passphrase:
-        gateway["passphrase"] = gateway_passphrase
     leaves = [gateway]
     for plugin in plugins:
         name = plugin["name"]
@@ -103,27 +102,30 @@ def pki_leaves(entries, pki_dir, plugin_subject_prefix=DEFAULT_PREFIX,
             "cert_path": paths["cert"],
             "ca_copy_path": paths["ca"],
         }
-        if plugin_passphrase:
-            leaf["passphrase"] = plugin_passphrase
         leaves.append(leaf)
     return leaves
 
 
-def pki_tree(plugin_dirs, pki_dir, gateway_passphrase="", plugin_passphrase=""):
-    """The certificates of an existing tree, for reports: CA, gateway, then each plugin folder found.
-
-    The passphrases (those of role pki) let certificate_info open encrypted keys to match them.
-    """
+def pki_tree(plugin_dirs, pki_dir):
+    """The certificates of an existing tree, for reports: CA, gateway, then each plugin folder found."""
     pki_dir = pki_dir.rstrip("/")
     gateway = {"name": "gateway", "cert_path": f"{pki_dir}/gateway/client.crt", "key_path": f"{pki_dir}/gateway/client.key"}
-    if gateway_passphrase:
-        gateway["passphrase"] = gateway_passphrase
     tree = [{"name": "ca", "cert_path": f"{pki_dir}/ca/ca.crt"}, gateway]
     for folder in sorted(str(d).rstrip("/") for d in plugin_dirs or []):
         name = folder.rsplit("/", 1)[-1]
         paths = pki_paths(pki_dir, name)
-        leaf = {"name": name, "cert_path": paths["cert"], "key_path": paths["key"]}
-        if plugin_passphrase:
-            leaf["passphrase"] = plugin_passphrase
-        tree.append(leaf)
+        tree.append({"name": name, "cert_path": paths["cert"], "key_path": paths["key"]})
     return tree
+
+
+def leaf_passphrases(entries, gateway_passphrase="", plugin_passphrase=""):
+    """The option passphrases of certificate_set and certificate_info for ENTRIES (of pki_leaves or pki_tree):
+    the gateway's key has GATEWAY_PASSPHRASE, every other key PLUGIN_PASSPHRASE; empty means unencrypted."""
+    passphrases = {}
+    for entry in entries:
+        if not entry.get("key_path"):
+            continue
+        passphrase = gateway_passphrase if entry["name"] == "gateway" else plugin_passphrase
+        if passphrase:
+            passphrases[entry["name"]] = passphrase
+    return passphrases

@@ -35,9 +35,13 @@ options:
       key_path:
         description: Path of the private key; when given, RV(certificates[].key_matches) is reported.
         type: path
-      passphrase:
-        description: Passphrase of the private key, if it is encrypted.
-        type: str
+  passphrases:
+    description:
+      - Passphrases of encrypted private keys, keyed by O(certificates[].name).
+      - A name that no entry of O(certificates) has is an error.
+      - A top-level option rather than one per entry, so that no passphrase is ever written to the host's log.
+    type: dict
+    default: {}
   paths:
     description:
       - Certificate paths to report on (after those in O(certificates)).
@@ -189,6 +193,8 @@ summary:
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._argspec import attach_passphrases, passphrases_argument_spec
+
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._errors import PKIError
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkiinfo import certificate_info
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._x509 import CRYPTOGRAPHY_IMPORT_ERROR, HAS_CRYPTOGRAPHY
@@ -200,18 +206,22 @@ def main():
             "cert_path": {"type": "path", "required": True},
             "name": {"type": "str"},
             "key_path": {"type": "path", "no_log": False},
-            "passphrase": {"type": "str", "no_log": True},
         }},
         "paths": {"type": "list", "elements": "path"},
         "ca_cert": {"type": "path"},
         "renew_before_days": {"type": "int", "default": 30},
     }
+    argument_spec.update(passphrases_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
                            required_one_of=[("certificates", "paths")])
     if not HAS_CRYPTOGRAPHY:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
     params = module.params
-    entries = list(params["certificates"] or []) + [{"cert_path": path} for path in params["paths"] or []]
+    try:
+        entries = attach_passphrases(params["certificates"] or [], params["passphrases"])
+    except PKIError as exc:
+        module.fail_json(msg=str(exc))
+    entries += [{"cert_path": path} for path in params["paths"] or []]
     try:
         result = certificate_info(entries, params["ca_cert"], params["renew_before_days"])
     except PKIError as exc:

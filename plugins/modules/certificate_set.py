@@ -97,9 +97,6 @@ options:
         description: V(server) or V(client). Default O(profile).
         type: str
         choices: [server, client]
-      passphrase:
-        description: Passphrase that encrypts this private key.
-        type: str
       keep_key:
         description: Reuse a valid existing key of the requested type on re-issue. Default O(keep_key).
         type: bool
@@ -134,6 +131,14 @@ options:
       backup:
         description: Overrides O(backup).
         type: bool
+  passphrases:
+    description:
+      - Passphrases that encrypt the private keys, keyed by O(certificates[].name); an entry without one has an
+        unencrypted key.
+      - A name that no entry of O(certificates) has is an error.
+      - A top-level option rather than one per entry, so that no passphrase is ever written to the host's log.
+    type: dict
+    default: {}
 seealso:
   - module: mcpgateway.mtls.ca
   - module: mcpgateway.mtls.certificate
@@ -291,9 +296,11 @@ summary:
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._argspec import (
+    attach_passphrases,
     common_argument_spec,
     leaf_argument_spec,
     lock_argument_spec,
+    passphrases_argument_spec,
     signer_argument_spec,
 )
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._errors import PKIError
@@ -317,6 +324,7 @@ def main():
     argument_spec.update(common_argument_spec())
     argument_spec.update(signer_argument_spec())
     argument_spec.update(lock_argument_spec())
+    argument_spec.update(passphrases_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     if not HAS_CRYPTOGRAPHY:
         module.fail_json(msg=missing_required_lib("cryptography"), exception=CRYPTOGRAPHY_IMPORT_ERROR)
@@ -325,7 +333,7 @@ def main():
         module.fail_json(msg="workers must be >= 1, got %d" % params["workers"])
     defaults = {key: params[key] for key in DEFAULT_KEYS}
     try:
-        specs = validate_leaves(params["certificates"], defaults)
+        specs = validate_leaves(attach_passphrases(params["certificates"], params["passphrases"]), defaults)
         outcome = ensure_certificates(specs, params["ca_cert"], params["ca_key"], params["ca_passphrase"],
                                       check_mode=module.check_mode, workers=params["workers"],
                                       lock_timeout=params["lock_timeout"], ca_trust=params["ca_trust"])

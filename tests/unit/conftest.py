@@ -76,3 +76,23 @@ def run_module():
 def verify_host(run_module, tmp_path):
     """verify_host(**args): module verify_host end to end, as Ansible runs it; its result (records in 'checks')."""
     return lambda **args: run_module("verify_host", tmp_path, **args)
+
+
+@pytest.fixture
+def journal(tmp_path, monkeypatch):
+    """A stand-in systemd.journal for the modules run by run_module: AnsibleModule logs every invocation to the
+    host's journal; this returns the file the stand-in writes each message to."""
+    fake = tmp_path / "fake-systemd" / "systemd"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "daemon.py").write_text("def booted():\n    return True\n")
+    (fake / "journal.py").write_text(
+        "import os\n"
+        "def sendv(*args):\n    pass\n"
+        "def send(MESSAGE='', **fields):\n"
+        "    with open(os.environ['FAKE_JOURNAL'], 'a', encoding='utf-8') as handle:\n"
+        "        handle.write(MESSAGE + '\\n')\n")
+    logged = tmp_path / "journal.log"
+    monkeypatch.setenv("FAKE_JOURNAL", str(logged))
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return logged

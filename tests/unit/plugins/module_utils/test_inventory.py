@@ -69,8 +69,7 @@ def test_external_plugins_rejects(config, needle):
 
 
 def test_pki_leaves_upstream_layout():
-    leaves = inv.pki_leaves(["MyPlugin", {"name": "B", "sans": ["DNS:b.test", "DNS:localhost"]}], "/x/certs/mcp/",
-                            plugin_passphrase="p")
+    leaves = inv.pki_leaves(["MyPlugin", {"name": "B", "sans": ["DNS:b.test", "DNS:localhost"]}], "/x/certs/mcp/")
     gateway, plugin, other = leaves
     assert gateway == {"name": "gateway", "profile": "client", "subject": "/CN=mcp-gateway-client/O=MCPGateway/OU=Gateway",
                        "sans": [], "key_path": "/x/certs/mcp/gateway/client.key",
@@ -78,7 +77,8 @@ def test_pki_leaves_upstream_layout():
     assert plugin["subject"] == "/CN=mcp-plugin-MyPlugin/O=MCPGateway/OU=Plugins"
     assert plugin["sans"] == ["DNS:MyPlugin", "DNS:mcp-plugin-MyPlugin", "DNS:localhost"]
     assert plugin["key_path"] == "/x/certs/mcp/plugins/MyPlugin/server.key"
-    assert plugin["passphrase"] == "p" and "passphrase" not in gateway
+    assert not [leaf for leaf in leaves if "passphrase" in leaf]
+    assert inv.leaf_passphrases(leaves, "", "p") == {"MyPlugin": "p", "B": "p"}
     assert other["sans"] == ["DNS:B", "DNS:mcp-plugin-B", "DNS:localhost", "DNS:b.test"]
 
 
@@ -94,7 +94,8 @@ def test_pki_tree():
     assert all("passphrase" not in t for t in tree)
 
 
-def test_pki_tree_passes_the_passphrases_of_encrypted_keys():
-    tree = inv.pki_tree(["/p/plugins/A"], "/p", "gw-pass", "plug-pass")
-    assert [t.get("passphrase") for t in tree] == [None, "gw-pass", "plug-pass"]
-    assert [t.get("passphrase") for t in inv.pki_tree(["/p/plugins/A"], "/p", "", "plug-pass")] == [None, None, "plug-pass"]
+def test_leaf_passphrases_of_encrypted_keys():
+    tree = inv.pki_tree(["/p/plugins/A"], "/p")
+    assert inv.leaf_passphrases(tree, "gw-pass", "plug-pass") == {"gateway": "gw-pass", "A": "plug-pass"}
+    assert inv.leaf_passphrases(tree, "", "plug-pass") == {"A": "plug-pass"}  # the CA entry has no key; "" = none
+    assert inv.leaf_passphrases(tree) == {}

@@ -92,21 +92,8 @@ def test_the_foreign_key_never_appears_in_the_output(verify_host, tmp_path, monk
     assert list(temp.iterdir()) == []  # the foreign files are removed before the module returns
 
 
-def test_the_foreign_key_never_reaches_the_journal(verify_host, tmp_path, monkeypatch):
+def test_the_foreign_key_never_reaches_the_journal(verify_host, journal):
     """AnsibleModule logs every invocation to the host's journal; a stand-in systemd.journal records what it gets."""
-    fake = tmp_path / "fake-systemd" / "systemd"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text("")
-    (fake / "daemon.py").write_text("def booted():\n    return True\n")
-    (fake / "journal.py").write_text(
-        "import os\n"
-        "def sendv(*args):\n    pass\n"
-        "def send(MESSAGE='', **fields):\n"
-        "    with open(os.environ['FAKE_JOURNAL'], 'a', encoding='utf-8') as handle:\n"
-        "        handle.write(MESSAGE + '\\n')\n")
-    journal = tmp_path / "journal.log"
-    monkeypatch.setenv("FAKE_JOURNAL", str(journal))
-    monkeypatch.setenv("PYTHONPATH", str(fake.parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     key = "-----BEGIN PRIVATE KEY-----\nS3CRETFOREIGNKEY\n-----END PRIVATE KEY-----\n"
     result = verify_host(host="h1", remote_plugins=[{"name": "t", "url": "https://127.0.0.1:9/mcp"}],
                          client={"cert": "/nonexistent/c", "key": "/nonexistent/k", "ca": "/nonexistent/ca"},
