@@ -67,8 +67,18 @@ def secret_env(passphrase):
             'PLUGINS_SERVER_SSL_KEYFILE_PASSWORD="%s"\n' % value)
 
 
-def validate(instances, units, keys, secrets):
+def validate(instances, units, keys, secrets, programs=()):
     """Check every input before anything is written. Raises PKIError naming the problem and the fix."""
+    paths = []
+    for program in programs:
+        path = program.get("path")
+        if not isinstance(path, str) or not posixpath.isabs(path) or posixpath.normpath(path) != path:
+            raise PKIError("programs: %r is not a normalized absolute path" % (path,))
+        if path in paths:
+            raise PKIError("programs: %s is given twice" % path)
+        if not isinstance(program.get("content"), str) or not program["content"]:
+            raise PKIError("programs: the content of %s is empty (render it before calling plugin_host)" % path)
+        paths.append(path)
     names = []
     for entry in instances:
         name = entry.get("name")
@@ -231,7 +241,8 @@ def converge(params, check_mode=False):
     keys = params["keys"] or {}
     secrets = {name: secret_env(str(value)) for name, value in (params["passphrases"] or {}).items()
                if value not in (None, "")}
-    names = validate(instances, units, keys, secrets)
+    programs = params.get("programs") or []
+    names = validate(instances, units, keys, secrets, programs)
     config_dir, unit_dir, state_dir = params["config_dir"], params["unit_dir"], params["state_dir"]
     uid, gid = params["uid"], params["gid"]
     files = HostFiles(check_mode)
@@ -239,6 +250,15 @@ def converge(params, check_mode=False):
     socket_restart = []
     daemon_reload = False
 
+    shared = [params["restart_all"]] if params["restart_all"] else []
+    for program in programs:
+        if not (check_mode or os.path.isdir(posixpath.dirname(program["path"]))):
+            # (in check mode an earlier task of the same run may be about to create it)
+            raise PKIError("programs: the folder of %s does not exist: install the virtual environment "
+                           "(or create the folder) before calling plugin_host" % program["path"])
+    for program in programs:
+        if files.file(program["path"], _bytes(program["content"]), 0o755, 0, 0) and program.get("restart"):
+            shared.append("%s changed" % program["path"])
     files.directory(config_dir, 0o750, 0, gid)
     for unit, content in sorted(units.items()):
         if files.file(posixpath.join(unit_dir, unit), _bytes(content), 0o644, 0, 0):
@@ -277,8 +297,7 @@ def converge(params, check_mode=False):
             if why:
                 reasons[name].append(why)
     for name in names:
-        if params["restart_all"] and params["restart_all"] not in reasons[name]:
-            reasons[name].append(params["restart_all"])
+        reasons[name].extend(why for why in shared if why not in reasons[name])
     absent = sorted(entry for entry in (os.listdir(config_dir) if os.path.isdir(config_dir) else [])
                     if entry not in names and not entry.startswith(".")
                     and os.path.isdir(posixpath.join(config_dir, entry)))

@@ -87,10 +87,30 @@ options:
     description: Shared unit files to write into O(unit_dir), file name to content.
     type: dict
     default: {}
+  programs:
+    description:
+      - Programs the instances run, written as root with mode 0755 before the instances (for example the launcher
+        and the health check). Their folders must exist.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Absolute path of the program.
+        type: path
+        required: true
+      content:
+        description: Its content.
+        type: str
+        required: true
+      restart:
+        description: Whether a change of this program restarts every instance (reason C(PATH changed)).
+        type: bool
+        default: false
   restart_all:
     description:
       - When not empty, every instance restarts, with this text as the reason (for example because the
-        virtual environment or the launcher changed).
+        virtual environment changed).
     type: str
     default: ""
   user:
@@ -212,6 +232,11 @@ def main():
             "keys": {"type": "dict", "required": True, "no_log": True},
             "passphrases": {"type": "dict", "default": {}, "no_log": True},
             "units": {"type": "dict", "default": {}},
+            "programs": {"type": "list", "elements": "dict", "default": [], "options": {
+                "path": {"type": "path", "required": True},
+                "content": {"type": "str", "required": True},
+                "restart": {"type": "bool", "default": False},
+            }},
             "restart_all": {"type": "str", "default": ""},
             "user": {"type": "str", "required": True},
             "group": {"type": "str", "required": True},

@@ -120,9 +120,9 @@ def test_shared_changes_restart_every_instance_and_sockets_follow_their_port(hos
         _record_loaded(params, name)
     params["units"]["mcp-plugin@.service"] = "[Service]\nUser=x\n"
     params["instances"][1] = _instance("two", 9444)
-    result = H.converge(dict(params, restart_all="the launcher changed"))
+    result = H.converge(dict(params, restart_all="the virtual environment changed"))
     assert result["daemon_reload"] and result["restart"] == ["one", "two"]
-    assert result["reasons"]["one"] == ["unit mcp-plugin@.service changed", "the launcher changed"]
+    assert result["reasons"]["one"] == ["unit mcp-plugin@.service changed", "the virtual environment changed"]
     assert result["socket_restart"] == ["two"] and "env changed" in result["reasons"]["two"]
 
 
@@ -204,3 +204,40 @@ def test_something_else_in_the_way_is_refused_not_replaced(host):
     with pytest.raises(PKIError, match="should be a link to a TLS set"):
         H.converge(params)
     assert open(params["config_dir"] + "/one/tls").read() == "mine"
+
+
+def test_programs_are_root_0755_and_only_a_restarting_one_restarts_every_instance(host, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    launcher, check = str(bin_dir / "launcher.py"), str(bin_dir / "healthcheck")
+    programs = [{"path": launcher, "content": "#!/usr/bin/python3\nprint(1)\n", "restart": True},
+                {"path": check, "content": "#!/bin/sh\nexit 0\n", "restart": False}]
+    params = host(programs=programs)
+    first = H.converge(params)
+    assert launcher in first["changed_paths"] and check in first["changed_paths"]
+    assert _mode(launcher) == _mode(check) == 0o755 and os.stat(launcher).st_uid == 0
+    assert open(launcher).read() == programs[0]["content"]
+    for name in ("one", "two"):
+        _record_loaded(params, name)
+    assert not H.converge(params)["changed"]  # a no-op
+    programs[1]["content"] = "#!/bin/sh\nexit 1\n"
+    result = H.converge(params)
+    assert result["changed_paths"] == [check] and result["restart"] == []  # the health check restarts nothing
+    programs[0]["content"] = "#!/usr/bin/python3\nprint(2)\n"
+    check_mode = H.converge(params, check_mode=True)
+    assert check_mode["restart"] == ["one", "two"] and open(launcher).read().endswith("print(1)\n")
+    result = H.converge(params)
+    assert result["reasons"] == {"one": [launcher + " changed"], "two": [launcher + " changed"]}
+
+
+@pytest.mark.parametrize("program, needle", [
+    ({"path": "bin/x", "content": "x"}, "'bin/x' is not a normalized absolute path"),
+    ({"path": "/opt/../x", "content": "x"}, "is not a normalized absolute path"),
+    ({"path": "/nonexistent-dir/x", "content": "x"}, "the folder of /nonexistent-dir/x does not exist"),
+    ({"path": "/tmp/x", "content": ""}, "the content of /tmp/x is empty"),
+])
+def test_bad_programs_are_refused_before_anything_is_written(host, program, needle):
+    params = host(programs=[program])
+    with pytest.raises(PKIError, match=needle.replace("(", r"\(")):
+        H.converge(params)
+    assert not os.path.exists(params["config_dir"])
