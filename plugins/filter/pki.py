@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.mcpgateway.mtls.plugins.module_utils import _gateway, _inventory, _plan, _tlsset, _verify
+from ansible_collections.mcpgateway.mtls.plugins.module_utils import _gateway, _inventory, _plan, _verify
 
 
 def _wrap(func):
@@ -34,8 +34,6 @@ class FilterModule:
             "certificate_records": _wrap(_verify.certificate_records),
             "openssl_records": _wrap(_verify.openssl_records),
             "gate_problems": _wrap(_verify.gate_problems),
-            "tls_sets": _wrap(_tlsset.tls_sets),
-            "tls_prune": _wrap(_tlsset.tls_prune),
             "port_conflicts": _wrap(_plan.port_conflicts),
             "gateway_client_config": _wrap(_gateway.gateway_client_config),
         }

@@ -82,8 +82,8 @@ def attach_passphrases(items, passphrases, label="certificates"):
     names = set(item.get("name") for item in items if isinstance(item, dict))
     unknown = sorted(str(name) for name in passphrases if name not in names)
     if unknown:
-        raise PKIError("passphrases: no entry of %s is named %s; passphrases are keyed by %s[].name"
-                         % (label, ", ".join(unknown), label))
+        raise PKIError("passphrases: no entry of %s is named %s; passphrases are keyed by %s[].name" % (
+            label, ", ".join(unknown), label))
     attached = []
     for item in items:
         if isinstance(item, dict) and passphrases.get(item.get("name")):

@@ -4,7 +4,8 @@
 # This module_utils is PRIVATE and should only be used by this collection.
 # Breaking changes can occur at any time.
 
-"""The whole per-plugin state of a plugin host, converged in one pass (module plugin_host).
+"""The whole per-plugin state of a plugin host, converged in one pass (module plugin_host), and the file
+operations the gateway side shares (module gateway_host).
 
 Files: CONFIG_DIR/NAME/{config.yaml,env,secret.env}, the TLS set CONFIG_DIR/NAME/tls -> tls.d/ID/,
 the shared unit templates and each instance's socket drop-in. Every write is atomic (temp file,
@@ -33,8 +34,13 @@ from ansible_collections.mcpgateway.mtls.plugins.module_utils._io import (
     write_file,
 )
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._plan import name_problem
-from ansible_collections.mcpgateway.mtls.plugins.module_utils._tlsset import LEGACY, LINK, VERSIONS, set_id
 
+# A TLS set (a service's key, certificate and CA bundle) lives in DIR/tls.d/ID/, ID derived from the checksums of
+# its files, and DIR/tls is a symlink to it: switching the link switches key, certificate and CA bundle at once, so
+# no reader ever sees a key with another certificate. Version 0.1 kept a plain folder DIR/tls (moved to LEGACY).
+LINK = "tls"
+VERSIONS = "tls.d"
+LEGACY = "legacy"
 SERVICE_UNIT = "mcp-plugin@.service"
 SOCKET_UNIT = "mcp-plugin@.socket"
 DROPIN = "listen.conf"
@@ -46,6 +52,12 @@ _LOADED_LINE = re.compile(r"^([0-9a-f]{64}) [ *](\S.*)$")
 
 def sha256(data):
     return hashlib.sha256(data).hexdigest()
+
+
+def set_id(checksums):
+    """ID of a TLS set from {dest: sha256 checksum}: 16 hex digits, the same for the same contents."""
+    text = "".join("%s:%s\n" % (dest, checksums[dest]) for dest in sorted(checksums))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _bytes(text):

@@ -241,3 +241,12 @@ def test_bad_programs_are_refused_before_anything_is_written(host, program, need
     with pytest.raises(PKIError, match=needle.replace("(", r"\(")):
         H.converge(params)
     assert not os.path.exists(params["config_dir"])
+
+
+def test_a_tls_set_is_named_by_its_contents():
+    sums = {"server.key": "1" * 64, "server.crt": "2" * 64, "ca.crt": "3" * 64}
+    ident = H.set_id(sums)
+    assert len(ident) == 16 and int(ident, 16) >= 0
+    assert H.set_id(dict(reversed(list(sums.items())))) == ident  # not the order given
+    assert H.set_id(dict(sums, **{"ca.crt": "4" * 64})) != ident
+    assert H.set_id(dict(sums, **{"client.crt": sums.pop("server.crt")})) != ident  # names count too

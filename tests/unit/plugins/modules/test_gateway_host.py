@@ -1,0 +1,69 @@
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Module gateway_host end to end as Ansible runs it: what it adds to module_utils/_gatewaystate.py (tested in
+tests/unit/plugins/module_utils/test_gatewaystate.py): owners by name, modes as strings, check mode, and the key
+and secret contents kept out of its output and of the host's journal."""
+
+from __future__ import annotations
+
+import grp
+import json
+import os
+import pwd
+import stat
+
+ME = pwd.getpwuid(os.getuid()).pw_name
+MY_GROUP = grp.getgrgid(os.getgid()).gr_name
+KEY = "-----BEGIN PRIVATE KEY-----\nS3CRETGATEWAYKEY\n-----END PRIVATE KEY-----\n"
+CERT = "-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n"
+# A passphrase with a quote, a backslash and a line break: escaped in any str() of a list, it would no longer
+# match a masked value.
+SECRET_ENV = "A=1\nPLUGINS_CLIENT_MTLS_KEYFILE_PASSWORD=\"it's \\\" Secret-99\"\n"
+
+
+def _args(tmp_path):
+    etc = tmp_path / "etc"
+    etc.mkdir(exist_ok=True)
+    return {"config_dir": str(etc), "user": ME, "group": MY_GROUP,
+            "tls": {"key": KEY, "cert": CERT, "ca": CERT},
+            "files": [{"path": str(etc / "plugins.yaml"), "content": "plugins: []\n", "group": MY_GROUP,
+                       "owner": ME, "mode": "0640", "restart": True},
+                      {"path": str(etc / "env"), "group": MY_GROUP, "owner": ME, "mode": "0640", "restart": True}],
+            "secrets": {str(etc / "env"): SECRET_ENV}}
+
+
+def test_converges_with_names_and_string_modes_and_check_mode_writes_nothing(run_module, tmp_path):
+    args = _args(tmp_path)
+    etc = tmp_path / "etc"
+    check = run_module("gateway_host", tmp_path, check=True, diff=True, **args)
+    assert check["changed"] and check["restart"] and os.listdir(etc) == [], check
+    first = run_module("gateway_host", tmp_path, **args)
+    assert first["changed"] and first["reasons"][-1] == "TLS files changed", first
+    assert stat.S_IMODE(os.stat(etc / "env").st_mode) == 0o640 and (etc / "env").read_text() == SECRET_ENV
+    assert stat.S_IMODE(os.stat(etc / "tls" / "client.key").st_mode) == 0o600
+    again = run_module("gateway_host", tmp_path, diff=True, **args)
+    assert not again["changed"] and not again["restart"] and "diff" not in again, again
+
+
+def test_the_key_and_the_secrets_never_reach_the_output_or_the_journal(run_module, tmp_path, journal):
+    args = _args(tmp_path)
+    result = run_module("gateway_host", tmp_path, diff=True, **args)
+    assert result["changed"], result
+    text = json.dumps(result)
+    assert "S3CRETGATEWAYKEY" not in text and "Secret-99" not in text
+    assert [d["after_header"] for d in result["diff"]] == [args["files"][0]["path"]]  # never the secret file
+    logged = journal.read_text(encoding="utf-8")
+    assert "Invoked with" in logged, logged  # the stand-in really got the invocation
+    assert "S3CRETGATEWAYKEY" not in logged and "Secret-99" not in logged, logged
+
+
+def test_bad_input_is_one_clear_error(run_module, tmp_path):
+    args = _args(tmp_path)
+    args["files"][0]["mode"] = "rwx"
+    result = run_module("gateway_host", tmp_path, **args)
+    assert result["failed"] and "invalid mode 'rwx'" in result["msg"], result
+    args = _args(tmp_path)
+    args["files"][0]["owner"] = "no-such-user-4711"
+    result = run_module("gateway_host", tmp_path, **args)
+    assert result["failed"] and "no-such-user-4711" in result["msg"], result
+    assert os.listdir(tmp_path / "etc") == []
