@@ -173,8 +173,23 @@ def parse_recap(text):
                          "failed": int(m.group(5))} for m in _RECAP.finditer(text)}
 
 
+def probe_figures(summary):
+    """The probe loop's summary (mcp-mtls-probe --loop --summary) -> the figures a forced rotation reports."""
+    if not summary:
+        return {"calls": 0, "failed": None, "longest_gap_s": None, "error": "the probe loop wrote no summary"}
+    total = summary["total"]
+    errors = [p["error"] for p in summary["plugins"].values() if p.get("error")] + (
+        [summary["error"]] if summary.get("error") else [])
+    return {"calls": total["calls"], "failed": total["failed"], "longest_gap_s": total["longest_gap_s"],
+            "error": "; ".join(errors) or None}
+
+
 def noop_ok(run):
-    """A no-op run must change nothing on any host (the first deploy and the baseline are exempt)."""
+    """A no-op run must change nothing on any host (the first deploy and the baseline are exempt); a forced
+    rotation must not lose a call of the probe loop."""
+    if "probe" in run:
+        probe = run["probe"]
+        return probe["error"] is None and probe["failed"] == 0 and probe["calls"] > 0
     if not run["name"].startswith("no-op"):
         return True
     return bool(run["recap"]) and all(item["changed"] == 0 and item["failed"] == 0 and item["unreachable"] == 0
@@ -196,7 +211,10 @@ def summarize(runs, plugin_hosts):
         per_plugin_host = [max([r["calls"].get(h, 0) for h in plugin_hosts] or [0]) for r in group]
         others = [sum(c for h, c in r["calls"].items() if h not in plugin_hosts) for r in group]
         median = statistics.median(seconds)
+        probes = [r["probe"] for r in group if "probe" in r]
         table.append({"name": name, "n": len(group), "median_s": round(median, 2), "min_s": min(seconds),
+                      "probe_failed": sum(p["failed"] or 0 for p in probes) if probes else None,
+                      "probe_gap_s": max((p["longest_gap_s"] or 0) for p in probes) if probes else None,
                       "max_s": max(seconds), "ratio": round(median / baseline, 1) if baseline else None,
                       "calls_max_plugin_host": statistics.median(per_plugin_host),
                       "calls_other_hosts": statistics.median(others),
@@ -211,11 +229,13 @@ def write_results(results, out, shape):
              "%s, %d reps, %s CPUs, load %.2f -> %.2f; lab up %s s. Method: bench/README.md." % (
                  results["started"], results["reps"], results["machine"]["cpus"], results["machine"]["load_start"],
                  results["machine"].get("load_end", 0.0), results.get("lab_up_seconds", "?")), "",
-             "| run | n | median s (min-max) | x empty play | remote calls, busiest plugin host | remote calls, other hosts | ok |",
-             "|---|---|---|---|---|---|---|"]
+             "| run | n | median s (min-max) | x empty play | remote calls, busiest plugin host | remote calls, other hosts "
+             "| probe loop: failed calls, longest gap | ok |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in results["summary"]:
-        lines.append("| %s | %d | %.1f (%.1f-%.1f) | %s | %s | %s | %s |" % (
+        probe = "-" if row.get("probe_failed") is None else "%d, %.1f s" % (row["probe_failed"], row["probe_gap_s"])
+        lines.append("| %s | %d | %.1f (%.1f-%.1f) | %s | %s | %s | %s | %s |" % (
             row["name"], row["n"], row["median_s"], row["min_s"], row["max_s"],
             "-" if row["ratio"] is None else "%.1fx" % row["ratio"], row["calls_max_plugin_host"],
-            row["calls_other_hosts"], "yes" if row["ok"] else "NO"))
+            row["calls_other_hosts"], probe, "yes" if row["ok"] else "NO"))
     out.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")

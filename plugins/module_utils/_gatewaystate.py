@@ -109,6 +109,12 @@ def converge(params, run_command, check_mode=False, diff=False):
             # (in check mode an earlier task of the same run may be about to create it)
             raise PKIError("files: the folder of %s does not exist: create it (role gateway's install step) "
                            "before calling gateway_host" % path)
+    # The TLS set first: a check of plugins.yaml (cpex's loader) needs the files it names.
+    if tls is not None:
+        owners = {"client.key": (0o600, params["uid"], params["gid"])}
+        files = [(dest, tls[field].encode("utf-8")) + owners.get(dest, (0o644, 0, 0)) for dest, field in TLS_FILES]
+        if host.tls_set(config_dir, files, params["gid"]):
+            reasons.append("TLS files changed")
     for entry in params["files"]:
         path = entry["path"]
         data = contents[path].encode("utf-8")
@@ -124,11 +130,6 @@ def converge(params, run_command, check_mode=False, diff=False):
                 warnings.append(warning)
         if host.file(path, data, mode, uid, gid) and entry.get("restart"):
             reasons.append("%s changed" % path)
-    if tls is not None:
-        owners = {"client.key": (0o600, params["uid"], params["gid"])}
-        files = [(dest, tls[field].encode("utf-8")) + owners.get(dest, (0o644, 0, 0)) for dest, field in TLS_FILES]
-        if host.tls_set(config_dir, files, params["gid"]):
-            reasons.append("TLS files changed")
     loaded = params.get("loaded") or {}
     if not reasons and loaded.get("record") and os.path.exists(loaded["record"]):
         # No record: the gateway does not run (starting it is the caller's part).

@@ -11,12 +11,12 @@ version_added: 0.2.0
 description:
   - Writes what role M(mcpgateway.mtls.gateway) deploys on a gateway host in one process, so that a run costs one
     remote round trip for it instead of one per file.
-  - The client TLS set O(config_dir)/tls, a link to C(tls.d/ID/) holding C(client.key) (owner O(user), group
+  - First the client TLS set O(config_dir)/tls, a link to C(tls.d/ID/) holding C(client.key) (owner O(user), group
     O(group), 0600), C(client.crt) and C(ca.crt) (root, 0644). Key, certificate and CA bundle change together when
     the link is replaced. The previous set is kept for a rollback; older ones are removed.
-  - Each of O(files) is replaced atomically. A file with O(files[].validate) is first written to a temporary copy
-    beside it and checked with that command; when the check fails nothing is replaced and the module fails with
-    the command's output.
+  - Then each of O(files), in their order, is replaced atomically. A file with O(files[].validate) is first
+    written to a temporary copy beside it and checked with that command; when the check fails it is not replaced
+    and the module fails with the command's output.
   - It returns whether the gateway must restart and why; the gateway also restarts when the files its unit
     recorded at start (O(loaded)) differ from the deployed ones, for example after a run that was interrupted
     before its restart. It restarts nothing itself.

@@ -96,4 +96,21 @@ def test_summary_medians_ratios_and_calls_and_markdown(tmp_path):
                "plugin_hosts": ["p1", "p2"]}
     lib.write_results(results, tmp_path / "out", lib.Shape.parse("2x1"))
     text = (tmp_path / "out.md").read_text()
-    assert "| no-op site | 3 | 12.0 (10.0-14.0) | 4.0x | 12 | 30 | NO |" in text
+    assert "| no-op site | 3 | 12.0 (10.0-14.0) | 4.0x | 12 | 30 | - | NO |" in text
+
+
+def test_a_forced_rotation_counts_the_probe_loop(tmp_path):
+    loop = {"total": {"calls": 500, "failed": 0, "longest_gap_s": 2.6}, "error": None,
+            "plugins": {"A": {"error": None}, "B": {"error": None}}}
+    forced = {"name": "rotate_force=ca", "seconds": 120.0, "rc": 0, "calls": {"p1": 40, "gw": 60},
+              "recap": {"p1": {"ok": 1, "changed": 5, "unreachable": 0, "failed": 0}}, "probe": lib.probe_figures(loop)}
+    assert lib.noop_ok(forced)  # changes are expected; what counts is the loop
+    lost = dict(forced, probe=lib.probe_figures(dict(loop, total={"calls": 500, "failed": 2, "longest_gap_s": 7.1})))
+    assert not lib.noop_ok(lost)
+    assert not lib.noop_ok(dict(forced, probe=lib.probe_figures(None)))  # no summary: nothing was measured
+    broken = dict(loop, plugins={"A": {"error": "watcher died"}, "B": {"error": None}})
+    assert lib.probe_figures(broken)["error"] == "watcher died" and not lib.noop_ok(dict(forced, probe=lib.probe_figures(broken)))
+    results = {"started": "now", "reps": 1, "machine": {"cpus": 2, "load_start": 1.0}, "plugin_hosts": ["p1"],
+               "runs": [{"name": "empty play", "seconds": 2.0, "rc": 0, "calls": {}, "recap": {}}, forced, lost]}
+    lib.write_results(results, tmp_path / "out", lib.Shape.parse("1x1"))
+    assert "| rotate_force=ca | 2 | 120.0 (120.0-120.0) | 60.0x | 40.0 | 60.0 | 2, 7.1 s | NO |" in (tmp_path / "out.md").read_text()

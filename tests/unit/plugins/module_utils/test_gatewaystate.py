@@ -67,7 +67,7 @@ def test_first_run_writes_everything_then_a_second_is_a_no_op(gateway):
     check = G.converge(params, run_command, check_mode=True)
     assert check["changed"] and check["restart"] and os.listdir(etc) == []  # check mode writes nothing
     first = G.converge(params, run_command)
-    reasons = [etc + "/plugins.yaml changed", etc + "/env changed", "TLS files changed"]
+    reasons = ["TLS files changed", etc + "/plugins.yaml changed", etc + "/env changed"]
     assert first["changed"] and first["reasons"] == reasons
     assert os.path.islink(etc + "/tls") and os.readlink(etc + "/tls").startswith("tls.d/")
     assert _mode(etc + "/tls/client.key") == 0o600 and _mode(etc + "/tls/client.crt") == 0o644
@@ -108,7 +108,10 @@ def test_a_gateway_running_with_other_files_restarts_and_none_running_does_not(g
 
 def test_a_file_whose_check_fails_is_not_replaced(gateway, tmp_path):
     checker = tmp_path / "check.py"
-    checker.write_text("import sys\ntext = open(sys.argv[1]).read()\nsys.exit(0 if 'plugins:' in text else 3)\n")
+    # Like cpex's loader, the check needs the TLS files the config names: the set is deployed before the files.
+    checker.write_text("import os, sys\ntext = open(sys.argv[1]).read()\n"
+                       "assert os.path.exists(os.path.join(os.path.dirname(sys.argv[1]), 'tls', 'client.crt'))\n"
+                       "sys.exit(0 if 'plugins:' in text else 3)\n")
     params = gateway()
     params["files"][0]["validate"] = "%s %s %%s" % (sys.executable, checker)
     G.converge(params, run_command)
