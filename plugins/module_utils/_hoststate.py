@@ -79,18 +79,17 @@ def secret_env(passphrase):
             'PLUGINS_SERVER_SSL_KEYFILE_PASSWORD="%s"\n' % value)
 
 
-def validate(instances, units, keys, secrets, programs=()):
+def validate(instances, units, keys, secrets, programs=None, restart_programs=()):
     """Check every input before anything is written. Raises PKIError naming the problem and the fix."""
-    paths = []
-    for program in programs:
-        path = program.get("path")
+    programs = programs or {}
+    for path, content in programs.items():
         if not isinstance(path, str) or not posixpath.isabs(path) or posixpath.normpath(path) != path:
             raise PKIError("programs: %r is not a normalized absolute path" % (path,))
-        if path in paths:
-            raise PKIError("programs: %s is given twice" % path)
-        if not isinstance(program.get("content"), str) or not program["content"]:
+        if not isinstance(content, str) or not content:
             raise PKIError("programs: the content of %s is empty (render it before calling plugin_host)" % path)
-        paths.append(path)
+    unknown = sorted(set(restart_programs) - set(programs))
+    if unknown:
+        raise PKIError("restart_programs: %s is not a path of programs" % ", ".join(unknown))
     names = []
     for entry in instances:
         name = entry.get("name")
@@ -253,8 +252,9 @@ def converge(params, check_mode=False):
     keys = params["keys"] or {}
     secrets = {name: secret_env(str(value)) for name, value in (params["passphrases"] or {}).items()
                if value not in (None, "")}
-    programs = params.get("programs") or []
-    names = validate(instances, units, keys, secrets, programs)
+    programs = params.get("programs") or {}
+    restart_programs = params.get("restart_programs") or []
+    names = validate(instances, units, keys, secrets, programs, restart_programs)
     config_dir, unit_dir, state_dir = params["config_dir"], params["unit_dir"], params["state_dir"]
     uid, gid = params["uid"], params["gid"]
     files = HostFiles(check_mode)
@@ -263,14 +263,14 @@ def converge(params, check_mode=False):
     daemon_reload = False
 
     shared = [params["restart_all"]] if params["restart_all"] else []
-    for program in programs:
-        if not (check_mode or os.path.isdir(posixpath.dirname(program["path"]))):
+    for path in sorted(programs):
+        if not (check_mode or os.path.isdir(posixpath.dirname(path))):
             # (in check mode an earlier task of the same run may be about to create it)
             raise PKIError("programs: the folder of %s does not exist: install the virtual environment "
-                           "(or create the folder) before calling plugin_host" % program["path"])
-    for program in programs:
-        if files.file(program["path"], _bytes(program["content"]), 0o755, 0, 0) and program.get("restart"):
-            shared.append("%s changed" % program["path"])
+                           "(or create the folder) before calling plugin_host" % path)
+    for path in sorted(programs):
+        if files.file(path, _bytes(programs[path]), 0o755, 0, 0) and path in restart_programs:
+            shared.append("%s changed" % path)
     files.directory(config_dir, 0o750, 0, gid)
     for unit, content in sorted(units.items()):
         if files.file(posixpath.join(unit_dir, unit), _bytes(content), 0o644, 0, 0):

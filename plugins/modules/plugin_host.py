@@ -89,24 +89,16 @@ options:
     default: {}
   programs:
     description:
-      - Programs the instances run, written as root with mode 0755 before the instances (for example the launcher
-        and the health check). Their folders must exist.
+      - Programs the instances run, by absolute path, written as root with mode 0755 before the instances (for
+        example the launcher and the health check). Their folders must exist.
+      - Never logged (a program's source would otherwise be copied into the host's journal on every run).
+    type: dict
+    default: {}
+  restart_programs:
+    description: Paths of O(programs) whose change restarts every instance (reason C(PATH changed)).
     type: list
-    elements: dict
+    elements: path
     default: []
-    suboptions:
-      path:
-        description: Absolute path of the program.
-        type: path
-        required: true
-      content:
-        description: Its content.
-        type: str
-        required: true
-      restart:
-        description: Whether a change of this program restarts every instance (reason C(PATH changed)).
-        type: bool
-        default: false
   restart_all:
     description:
       - When not empty, every instance restarts, with this text as the reason (for example because the
@@ -232,11 +224,8 @@ def main():
             "keys": {"type": "dict", "required": True, "no_log": True},
             "passphrases": {"type": "dict", "default": {}, "no_log": True},
             "units": {"type": "dict", "default": {}},
-            "programs": {"type": "list", "elements": "dict", "default": [], "options": {
-                "path": {"type": "path", "required": True},
-                "content": {"type": "str", "required": True},
-                "restart": {"type": "bool", "default": False},
-            }},
+            "programs": {"type": "dict", "default": {}, "no_log": True},
+            "restart_programs": {"type": "list", "elements": "path", "default": []},
             "restart_all": {"type": "str", "default": ""},
             "user": {"type": "str", "required": True},
             "group": {"type": "str", "required": True},

@@ -210,34 +210,34 @@ def test_programs_are_root_0755_and_only_a_restarting_one_restarts_every_instanc
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     launcher, check = str(bin_dir / "launcher.py"), str(bin_dir / "healthcheck")
-    programs = [{"path": launcher, "content": "#!/usr/bin/python3\nprint(1)\n", "restart": True},
-                {"path": check, "content": "#!/bin/sh\nexit 0\n", "restart": False}]
-    params = host(programs=programs)
+    programs = {launcher: "#!/usr/bin/python3\nprint(1)\n", check: "#!/bin/sh\nexit 0\n"}
+    params = host(programs=programs, restart_programs=[launcher])
     first = H.converge(params)
     assert launcher in first["changed_paths"] and check in first["changed_paths"]
     assert _mode(launcher) == _mode(check) == 0o755 and os.stat(launcher).st_uid == 0
-    assert open(launcher).read() == programs[0]["content"]
+    assert open(launcher).read() == programs[launcher]
     for name in ("one", "two"):
         _record_loaded(params, name)
     assert not H.converge(params)["changed"]  # a no-op
-    programs[1]["content"] = "#!/bin/sh\nexit 1\n"
+    programs[check] = "#!/bin/sh\nexit 1\n"
     result = H.converge(params)
     assert result["changed_paths"] == [check] and result["restart"] == []  # the health check restarts nothing
-    programs[0]["content"] = "#!/usr/bin/python3\nprint(2)\n"
+    programs[launcher] = "#!/usr/bin/python3\nprint(2)\n"
     check_mode = H.converge(params, check_mode=True)
     assert check_mode["restart"] == ["one", "two"] and open(launcher).read().endswith("print(1)\n")
     result = H.converge(params)
     assert result["reasons"] == {"one": [launcher + " changed"], "two": [launcher + " changed"]}
 
 
-@pytest.mark.parametrize("program, needle", [
-    ({"path": "bin/x", "content": "x"}, "'bin/x' is not a normalized absolute path"),
-    ({"path": "/opt/../x", "content": "x"}, "is not a normalized absolute path"),
-    ({"path": "/nonexistent-dir/x", "content": "x"}, "the folder of /nonexistent-dir/x does not exist"),
-    ({"path": "/tmp/x", "content": ""}, "the content of /tmp/x is empty"),
+@pytest.mark.parametrize("programs, restart, needle", [
+    ({"bin/x": "x"}, [], "'bin/x' is not a normalized absolute path"),
+    ({"/opt/../x": "x"}, [], "is not a normalized absolute path"),
+    ({"/nonexistent-dir/x": "x"}, [], "the folder of /nonexistent-dir/x does not exist"),
+    ({"/tmp/x": ""}, [], "the content of /tmp/x is empty"),
+    ({"/tmp/x": "x"}, ["/tmp/y"], "restart_programs: /tmp/y is not a path of programs"),
 ])
-def test_bad_programs_are_refused_before_anything_is_written(host, program, needle):
-    params = host(programs=[program])
+def test_bad_programs_are_refused_before_anything_is_written(host, programs, restart, needle):
+    params = host(programs=programs, restart_programs=restart)
     with pytest.raises(PKIError, match=needle.replace("(", r"\(")):
         H.converge(params)
     assert not os.path.exists(params["config_dir"])

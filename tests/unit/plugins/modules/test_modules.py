@@ -102,9 +102,10 @@ def test_bad_input_is_one_clear_error(tmp_path, tree, module, args, fragment):
     assert not tree["root"].exists()
 
 
-def test_plugin_host_converges_reports_and_never_returns_keys_or_passphrases(tmp_path):
+def test_plugin_host_converges_reports_and_never_returns_keys_or_passphrases(tmp_path, journal):
     """Module plugin_host as Ansible runs it; a recording systemctl on PATH stands in for systemd
-    (molecule runs it against real systemd over ssh)."""
+    (molecule runs it against real systemd over ssh). Keys, passphrases and programs (whose source may name a PEM
+    marker, like the launcher's check for encrypted keys) reach neither the result nor the host's journal."""
     key = "-----BEGIN PRIVATE KEY-----\nS3CRETKEYBYTES\n-----END PRIVATE KEY-----\n"
     cert = "-----BEGIN CERTIFICATE-----\nCERT\n-----END CERTIFICATE-----\n"
     fakebin = tmp_path / "bin"
@@ -116,6 +117,8 @@ def test_plugin_host_converges_reports_and_never_returns_keys_or_passphrases(tmp
                            "cert": cert, "ca": cert}],
             "keys": {"one": key}, "passphrases": {"one": "PassPhrase-XYZ"},
             "units": {"mcp-plugin@.service": "[Service]\n"},
+            "programs": {str(fakebin / "launcher.py"): "MARK = b'-----BEGIN ENCRYPTED PRIVATE KEY-----'\n"},
+            "restart_programs": [str(fakebin / "launcher.py")],
             "user": str(os.getuid()), "group": str(os.getgid()), "config_dir": str(tmp_path / "etc"),
             "unit_dir": str(tmp_path / "units"), "state_dir": str(tmp_path / "run")}
     (tmp_path / "units").mkdir()
@@ -133,8 +136,12 @@ def test_plugin_host_converges_reports_and_never_returns_keys_or_passphrases(tmp
     calls = log.read_text().splitlines()
     assert [line.split()[0] for line in calls] == ["show", "daemon-reload", "show", "enable", "start"]
     text = json.dumps([checked, first])
-    assert "S3CRETKEYBYTES" not in text and "PassPhrase-XYZ" not in text
+    assert "S3CRETKEYBYTES" not in text and "PassPhrase-XYZ" not in text and "PRIVATE KEY-----" not in text
     assert (tmp_path / "etc" / "one" / "secret.env").read_text().count("PassPhrase-XYZ") == 1
+    assert (fakebin / "launcher.py").read_text().startswith("MARK = ")
+    logged = journal.read_text(encoding="utf-8")
+    assert logged.count("Invoked with") == 2, logged  # the stand-in really got both invocations
+    assert "S3CRETKEYBYTES" not in logged and "PassPhrase-XYZ" not in logged and "PRIVATE KEY" not in logged
 
 
 # A passphrase with a quote and a backslash: in the str() of a list option they are escaped, so a per-entry no_log
