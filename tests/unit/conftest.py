@@ -8,6 +8,7 @@ checkout, `make venv` links it under .build/collections.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import sys
@@ -29,19 +30,6 @@ if _collections_root() not in sys.path:
     sys.path.insert(0, _collections_root())
 
 
-# The roles' standalone scripts (copied to the hosts, not part of the collection's Python packages).
-ROLE_FILES = {
-    "launcher": ("plugin_server", "mcp_plugin_launcher.py"),
-    "probe": ("gateway", "mcp_mtls_probe.py"),
-}
-
-
-def role_file(name):
-    """Path of the script behind fixture NAME."""
-    role, filename = ROLE_FILES[name]
-    return os.path.join(_ROOT, "roles", role, "files", filename)
-
-
 def _load(name, path):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -49,20 +37,16 @@ def _load(name, path):
     return module
 
 
-def _load_role_file(name):
-    return _load(os.path.splitext(ROLE_FILES[name][1])[0], role_file(name))
-
-
 @pytest.fixture(scope="module")
 def launcher():
-    """roles/plugin_server/files/mcp_plugin_launcher.py as a module."""
-    return _load_role_file("launcher")
+    """The host package's plugin server launcher (host/src/mcp_mtls_host)."""
+    return importlib.import_module("mcp_mtls_host.launcher")
 
 
 @pytest.fixture(scope="module")
 def probe():
-    """roles/gateway/files/mcp_mtls_probe.py as a module."""
-    return _load_role_file("probe")
+    """The host package's probe (host/src/mcp_mtls_host)."""
+    return importlib.import_module("mcp_mtls_host.probe")
 
 
 @pytest.fixture(scope="session")
