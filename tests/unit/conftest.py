@@ -8,7 +8,6 @@ checkout, `make venv` links it under .build/collections.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import os
 import sys
@@ -35,18 +34,6 @@ def _load(name, path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def launcher():
-    """The host package's plugin server launcher (host/src/mcp_mtls_host)."""
-    return importlib.import_module("mcp_mtls_host.launcher")
-
-
-@pytest.fixture(scope="module")
-def probe():
-    """The host package's probe (host/src/mcp_mtls_host)."""
-    return importlib.import_module("mcp_mtls_host.probe")
 
 
 @pytest.fixture(scope="session")

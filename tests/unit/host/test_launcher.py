@@ -1,4 +1,5 @@
-"""Unit tests for the pure checks of roles/plugin_server/files/mcp_plugin_launcher.py (no cpex needed)."""
+"""Unit tests for the plugin server launcher: mcp_mtls_host.launcher (command line), .launcher_checks (the checks
+made before cpex is imported) and .launcher_patches (cpex verification, TLS policy factory); no cpex needed."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import ssl
 import types
 
 import pytest
+
+from mcp_mtls_host import launcher, launcher_checks, launcher_patches
 
 
 @pytest.fixture()
@@ -47,24 +50,24 @@ def good(tls_files):
     }
 
 
-def test_good_config_passes(launcher, good):
-    assert launcher.check_config(good, "c.yaml") == []
+def test_good_config_passes(good):
+    assert launcher_checks.check_config(good, "c.yaml") == []
 
 
 @pytest.mark.parametrize("value,expected", [(2, 2), ("2", 2), (" 1 ", 1), (0, 0)])
-def test_normalize_cert_reqs(launcher, value, expected):
-    assert launcher.normalize_cert_reqs(value) == expected
+def test_normalize_cert_reqs(value, expected):
+    assert launcher_checks.normalize_cert_reqs(value) == expected
 
 
 @pytest.mark.parametrize("value", ["required", 3, -1, True, None, 2.0])
-def test_normalize_cert_reqs_rejects(launcher, value):
+def test_normalize_cert_reqs_rejects(value):
     with pytest.raises(ValueError):
-        launcher.normalize_cert_reqs(value)
+        launcher_checks.normalize_cert_reqs(value)
 
 
-def test_health_port(launcher):
-    assert launcher.health_port(8000) == 9000
-    assert launcher.health_port("8001") == 9001
+def test_health_port():
+    assert launcher_checks.health_port(8000) == 9000
+    assert launcher_checks.health_port("8001") == 9001
 
 
 def _mutate(config, fn):
@@ -94,62 +97,62 @@ def _mutate(config, fn):
         (lambda d: d["server_settings"].update(uds="/run/x.sock"), "uds is set"),
     ],
 )
-def test_bad_configs_are_refused(launcher, good, mutation, needle):
-    errors = launcher.check_config(_mutate(good, mutation), "c.yaml")
+def test_bad_configs_are_refused(good, mutation, needle):
+    errors = launcher_checks.check_config(_mutate(good, mutation), "c.yaml")
     assert any(needle in error for error in errors), errors
     assert all(error.startswith("c.yaml:") for error in errors)
 
 
-def test_missing_and_unreadable_tls_files(launcher, good, tls_files):
+def test_missing_and_unreadable_tls_files(good, tls_files):
     os.unlink(tls_files["ca.crt"])
-    errors = launcher.check_config(good, "c.yaml")
+    errors = launcher_checks.check_config(good, "c.yaml")
     assert any("ca_bundle" in e and "does not exist" in e for e in errors)
-    assert launcher.check_config(good, "c.yaml", check_files=False) == []
+    assert launcher_checks.check_config(good, "c.yaml", check_files=False) == []
 
 
-def test_not_a_mapping(launcher):
-    assert launcher.check_config(["x"], "c.yaml")[0].startswith("c.yaml: the file must be a YAML mapping")
-    assert launcher.check_config(None, "c.yaml")
+def test_not_a_mapping():
+    assert launcher_checks.check_config(["x"], "c.yaml")[0].startswith("c.yaml: the file must be a YAML mapping")
+    assert launcher_checks.check_config(None, "c.yaml")
 
 
-def test_pem_key_is_encrypted(launcher):
-    assert launcher.pem_key_is_encrypted(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAA\n")
-    assert launcher.pem_key_is_encrypted(b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n")
-    assert not launcher.pem_key_is_encrypted(b"-----BEGIN PRIVATE KEY-----\nAAA\n")
+def test_pem_key_is_encrypted():
+    assert launcher_checks.pem_key_is_encrypted(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAA\n")
+    assert launcher_checks.pem_key_is_encrypted(b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n")
+    assert not launcher_checks.pem_key_is_encrypted(b"-----BEGIN PRIVATE KEY-----\nAAA\n")
 
 
-def test_kinds_importable(launcher, good):
+def test_kinds_importable(good):
     data = _mutate(good, lambda d: d["plugins"].append({"name": "x", "kind": "json.JSONDecoder", "hooks": ["h"]}))
-    errors = launcher.check_kinds_importable(data)
+    errors = launcher_checks.check_kinds_importable(data)
     names = " ".join(errors)
     if importlib.util.find_spec("mcp_lab_plugins") is None:
         assert "word-filter" in names
     assert "plugin x" not in names
 
 
-def test_encrypted_key_without_password_is_refused_not_prompted(launcher, tmp_path, tls_files):
+def test_encrypted_key_without_password_is_refused_not_prompted(tmp_path, tls_files):
     key = tmp_path / "enc.key"
     key.write_bytes(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n")
     tls = {"keyfile": str(key), "certfile": tls_files["server.crt"], "ca_bundle": tls_files["ca.crt"]}
-    with pytest.raises(launcher.LauncherError, match="is encrypted but no password"):
-        launcher.check_key_material(tls, None)
+    with pytest.raises(launcher_checks.LauncherError, match="is encrypted but no password"):
+        launcher_checks.check_key_material(tls, None)
 
 
-def test_garbage_key_names_the_file(launcher, tls_files):
+def test_garbage_key_names_the_file(tls_files):
     tls = {"keyfile": tls_files["server.key"], "certfile": tls_files["server.crt"], "ca_bundle": tls_files["ca.crt"]}
-    with pytest.raises(launcher.LauncherError, match=tls_files["server.key"]):
-        launcher.check_key_material(tls, None)
+    with pytest.raises(launcher_checks.LauncherError, match=tls_files["server.key"]):
+        launcher_checks.check_key_material(tls, None)
 
 
-def test_source_digest_is_stable(launcher):
+def test_source_digest_is_stable():
     def sample():
         return 1
 
-    assert launcher.source_digest(sample) == launcher.source_digest(sample)
-    assert len(launcher.source_digest(sample)) == 64
+    assert launcher_patches.source_digest(sample) == launcher_patches.source_digest(sample)
+    assert len(launcher_patches.source_digest(sample)) == 64
 
 
-def test_verify_cpex_refuses_changed_internals(launcher):
+def test_verify_cpex_refuses_changed_internals():
     class Fake:
         def _get_ssl_config(self):
             return {}
@@ -164,20 +167,20 @@ def test_verify_cpex_refuses_changed_internals(launcher):
         return None
 
     runtime = types.SimpleNamespace(SSLCapableMCPServer=Fake, run=run)
-    with pytest.raises(launcher.LauncherError) as info:
-        launcher.verify_cpex(runtime)
+    with pytest.raises(launcher_checks.LauncherError) as info:
+        launcher_patches.verify_cpex(runtime)
     assert info.value.code == 3
     assert "changed internals" in str(info.value)
 
 
-def test_verify_cpex_refuses_missing_class(launcher):
-    with pytest.raises(launcher.LauncherError, match="missing"):
-        launcher.verify_cpex(types.SimpleNamespace())
+def test_verify_cpex_refuses_missing_class():
+    with pytest.raises(launcher_checks.LauncherError, match="missing"):
+        launcher_patches.verify_cpex(types.SimpleNamespace())
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.mark.parametrize("env, minimum", [({}, "TLSv1_2"), ({"MCP_PLUGIN_TLS_MIN_VERSION": "TLSv1.3"}, "TLSv1_3")])
-def test_tls_factory_raises_minimum_and_sets_ciphers(launcher, env, minimum):
+def test_tls_factory_raises_minimum_and_sets_ciphers(env, minimum):
     def default_factory():
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1
@@ -185,18 +188,18 @@ def test_tls_factory_raises_minimum_and_sets_ciphers(launcher, env, minimum):
         context.verify_mode = ssl.CERT_REQUIRED
         return context
 
-    context = launcher._tls_factory(launcher.tls_policy(env))(None, default_factory)
+    context = launcher_patches._tls_factory(launcher_checks.tls_policy(env))(None, default_factory)
     assert context.minimum_version == getattr(ssl.TLSVersion, minimum)
     tls12 = {c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"}
     assert tls12 and all(name.startswith("ECDHE-") and ("GCM" in name or "CHACHA20" in name) for name in tls12), tls12
 
 
-def test_tls_factory_requires_client_certs(launcher):
-    with pytest.raises(launcher.LauncherError):
-        launcher._tls_factory(launcher.tls_policy({}))(None, lambda: ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+def test_tls_factory_requires_client_certs():
+    with pytest.raises(launcher_checks.LauncherError):
+        launcher_patches._tls_factory(launcher_checks.tls_policy({}))(None, lambda: ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
 
 
-def test_check_tls_policy_needs_no_config(launcher, monkeypatch, capsys):
+def test_check_tls_policy_needs_no_config(monkeypatch, capsys):
     monkeypatch.delenv("PLUGINS_CONFIG_PATH", raising=False)
     monkeypatch.setenv("MCP_PLUGIN_TLS_MIN_VERSION", "TLSv1.3")
     assert launcher.main(["--check-tls-policy"]) == 0
@@ -205,8 +208,8 @@ def test_check_tls_policy_needs_no_config(launcher, monkeypatch, capsys):
     assert launcher.main(["--check-tls-policy"]) == 2
 
 
-def test_tls_policy_accepts_a_stricter_cipher_list(launcher):
-    policy = launcher.tls_policy({"MCP_PLUGIN_TLS_CIPHERS": "ECDHE+AESGCM"})
+def test_tls_policy_accepts_a_stricter_cipher_list():
+    policy = launcher_checks.tls_policy({"MCP_PLUGIN_TLS_CIPHERS": "ECDHE+AESGCM"})
     assert policy["ciphers"] == "ECDHE+AESGCM"
 
 
@@ -217,17 +220,17 @@ def test_tls_policy_accepts_a_stricter_cipher_list(launcher):
     ({"MCP_PLUGIN_TLS_CIPHERS": "ECDHE+AESGCM:ECDHE-RSA-AES128-SHA"}, "ECDHE-RSA-AES128-SHA"),
     ({"MCP_PLUGIN_TLS_CIPHERS": "aNULL:@SECLEVEL=0"}, "MCP_PLUGIN_TLS_CIPHERS"),
 ])
-def test_tls_policy_refuses(launcher, env, message):
-    with pytest.raises(launcher.LauncherError, match=re.escape(message)):
-        launcher.tls_policy(env)
+def test_tls_policy_refuses(env, message):
+    with pytest.raises(launcher_checks.LauncherError, match=re.escape(message)):
+        launcher_checks.tls_policy(env)
 
 
-def test_main_without_config_fails(launcher, monkeypatch):
+def test_main_without_config_fails(monkeypatch):
     monkeypatch.delenv("PLUGINS_CONFIG_PATH", raising=False)
     assert launcher.main([]) == 2
 
 
-def test_main_with_missing_config_fails(launcher, tmp_path):
+def test_main_with_missing_config_fails(tmp_path):
     assert launcher.main(["--config", str(tmp_path / "nope.yaml")]) == 2
 
 
@@ -244,62 +247,62 @@ def listener():
     sock.close()
 
 
-def test_activated_fds_only_for_this_process(launcher):
-    assert launcher.activated_fds({"LISTEN_PID": "42", "LISTEN_FDS": "1"}, 42) == [3]
-    assert launcher.activated_fds({"LISTEN_PID": "42", "LISTEN_FDS": "2"}, 42) == [3, 4]
-    assert launcher.activated_fds({"LISTEN_PID": "41", "LISTEN_FDS": "1"}, 42) == []
-    assert launcher.activated_fds({}, 42) == []
-    with pytest.raises(launcher.LauncherError, match="LISTEN_FDS"):
-        launcher.activated_fds({"LISTEN_PID": "42", "LISTEN_FDS": "x"}, 42)
+def test_activated_fds_only_for_this_process():
+    assert launcher_checks.activated_fds({"LISTEN_PID": "42", "LISTEN_FDS": "1"}, 42) == [3]
+    assert launcher_checks.activated_fds({"LISTEN_PID": "42", "LISTEN_FDS": "2"}, 42) == [3, 4]
+    assert launcher_checks.activated_fds({"LISTEN_PID": "41", "LISTEN_FDS": "1"}, 42) == []
+    assert launcher_checks.activated_fds({}, 42) == []
+    with pytest.raises(launcher_checks.LauncherError, match="LISTEN_FDS"):
+        launcher_checks.activated_fds({"LISTEN_PID": "42", "LISTEN_FDS": "x"}, 42)
 
 
-def test_take_activated_socket_without_activation_clears_env(launcher):
+def test_take_activated_socket_without_activation_clears_env():
     env = {"LISTEN_PID": "1", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "x", "OTHER": "kept"}
-    assert launcher.take_activated_socket("0.0.0.0", 8000, env=env, pid=2) is None
+    assert launcher_checks.take_activated_socket("0.0.0.0", 8000, env=env, pid=2) is None
     assert env == {"OTHER": "kept"}
 
 
-def test_take_activated_socket_refuses_two_sockets(launcher):
-    with pytest.raises(launcher.LauncherError, match="2 sockets"):
-        launcher.take_activated_socket("0.0.0.0", 8000, env={"LISTEN_PID": "7", "LISTEN_FDS": "2"}, pid=7)
+def test_take_activated_socket_refuses_two_sockets():
+    with pytest.raises(launcher_checks.LauncherError, match="2 sockets"):
+        launcher_checks.take_activated_socket("0.0.0.0", 8000, env={"LISTEN_PID": "7", "LISTEN_FDS": "2"}, pid=7)
 
 
-def test_listening_socket_on_the_configured_port_passes(launcher, listener):
+def test_listening_socket_on_the_configured_port_passes(listener):
     port = listener.getsockname()[1]
-    launcher.check_listening_socket(listener, "127.0.0.1", port)
-    launcher.check_listening_socket(listener, "mcp-plugin-x.example", port)  # a name: only the port is checked
+    launcher_checks.check_listening_socket(listener, "127.0.0.1", port)
+    launcher_checks.check_listening_socket(listener, "mcp-plugin-x.example", port)  # a name: only the port is checked
 
 
 @pytest.mark.parametrize("host, delta, needle", [
     ("127.0.0.1", 1, "listens on port"),
     ("10.1.2.3", 0, "server_settings.host is 10.1.2.3"),
 ])
-def test_listening_socket_mismatch_is_refused(launcher, listener, host, delta, needle):
+def test_listening_socket_mismatch_is_refused(listener, host, delta, needle):
     port = listener.getsockname()[1]
-    with pytest.raises(launcher.LauncherError, match=needle):
-        launcher.check_listening_socket(listener, host, port + delta)
+    with pytest.raises(launcher_checks.LauncherError, match=needle):
+        launcher_checks.check_listening_socket(listener, host, port + delta)
 
 
-def test_socket_not_listening_or_not_tcp_is_refused(launcher):
+def test_socket_not_listening_or_not_tcp_is_refused():
     import socket
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as idle:
         idle.bind(("127.0.0.1", 0))
-        with pytest.raises(launcher.LauncherError, match="not listening"):
-            launcher.check_listening_socket(idle, "127.0.0.1", idle.getsockname()[1])
+        with pytest.raises(launcher_checks.LauncherError, match="not listening"):
+            launcher_checks.check_listening_socket(idle, "127.0.0.1", idle.getsockname()[1])
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind(("127.0.0.1", 0))
-        with pytest.raises(launcher.LauncherError, match="not a TCP stream"):
-            launcher.check_listening_socket(udp, "127.0.0.1", udp.getsockname()[1])
+        with pytest.raises(launcher_checks.LauncherError, match="not a TCP stream"):
+            launcher_checks.check_listening_socket(udp, "127.0.0.1", udp.getsockname()[1])
 
 
 @pytest.mark.parametrize("value, expected", [(None, 5.0), ("0", 0.0), ("2.5", 2.5), ("300", 300.0)])
-def test_graceful_timeout(launcher, value, expected):
-    env = {} if value is None else {launcher.GRACEFUL_ENV: value}
-    assert launcher.graceful_timeout(env) == expected
+def test_graceful_timeout(value, expected):
+    env = {} if value is None else {launcher_checks.GRACEFUL_ENV: value}
+    assert launcher_checks.graceful_timeout(env) == expected
 
 
 @pytest.mark.parametrize("value", ["-1", "301", "soon"])
-def test_graceful_timeout_rejects(launcher, value):
-    with pytest.raises(launcher.LauncherError, match=launcher.GRACEFUL_ENV):
-        launcher.graceful_timeout({launcher.GRACEFUL_ENV: value})
+def test_graceful_timeout_rejects(value):
+    with pytest.raises(launcher_checks.LauncherError, match=launcher_checks.GRACEFUL_ENV):
+        launcher_checks.graceful_timeout({launcher_checks.GRACEFUL_ENV: value})
