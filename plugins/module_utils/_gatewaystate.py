@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import posixpath
 import shlex
+import shutil
 import tempfile
 
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._errors import PKIError
@@ -36,6 +37,12 @@ def _normalized_absolute(path):
 def validate(params):
     """Check every input before anything is written; returns {path: content}. Raises PKIError naming the fix."""
     secrets = params.get("secrets") or {}
+    for entry in params.get("generate") or []:
+        if not _normalized_absolute(entry.get("path")) or not entry.get("argv"):
+            raise PKIError("generate: %r needs a normalized absolute path and a command" % (entry.get("path"),))
+    for entry in params.get("directories") or []:
+        if not _normalized_absolute(entry.get("path")) or entry["path"] == "/":
+            raise PKIError("directories: %r is not a normalized absolute path below /" % (entry.get("path"),))
     contents = {}
     for entry in params["files"]:
         path = entry.get("path")
@@ -90,6 +97,22 @@ def check_file(path, data, mode, uid, gid, command, run_command):
     return None
 
 
+def generate(entry, run_command, check_mode):
+    """Run ENTRY's command once, when its file is missing (a secret made on the host, never sent or shown).
+    Returns True when the file is (or in check mode would be) created."""
+    path = entry["path"]
+    if os.path.lexists(path):
+        return False
+    if check_mode:
+        return True
+    rc, _out, _err = run_command(list(entry["argv"]))
+    if rc != 0 or not os.path.isfile(path):
+        # Neither output is shown: it may hold the secret.
+        raise PKIError("generate: %s exited %d and %s; run it by hand to see why" % (
+            entry["argv"][0], rc, "did not create %s" % path if rc == 0 else "its output is not shown (secret)"))
+    return True
+
+
 def _text(data):
     return None if data is None else data.decode("utf-8", "replace")
 
@@ -102,6 +125,13 @@ def converge(params, run_command, check_mode=False, diff=False):
     reasons, warnings, diffs = [], [], []
     config_dir = params["config_dir"]
     tls = params["tls"]
+    for entry in params.get("directories") or []:
+        host.directory(entry["path"], entry["mode"], entry["uid"], entry["gid"])
+    for entry in params.get("generate") or []:
+        if generate(entry, run_command, check_mode):
+            host.changed.append(entry["path"])
+            if entry.get("restart"):
+                reasons.append("%s generated" % entry["path"])
     if tls is not None and not check_mode and not os.path.isdir(config_dir):
         raise PKIError("config_dir %s does not exist: create it before calling gateway_host" % config_dir)
     for path in contents:
@@ -143,6 +173,19 @@ def converge(params, run_command, check_mode=False, diff=False):
         "reasons": reasons,
         "warnings": warnings,
     }
+    if params.get("unit"):
+        result["unit_state"] = unit_state(params["unit"], run_command)
     if diffs:
         result["diff"] = diffs
     return result
+
+
+def unit_state(unit, run_command):
+    """ActiveState, LoadState and UnitFileState of UNIT ({} when systemctl cannot tell)."""
+    systemctl = shutil.which("systemctl")
+    if not systemctl:
+        return {}
+    rc, out, _err = run_command([systemctl, "show", unit, "-p", "ActiveState", "-p", "LoadState", "-p", "UnitFileState"])
+    if rc != 0:
+        return {}
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)

@@ -263,11 +263,9 @@ def converge(params, check_mode=False):
     daemon_reload = False
 
     shared = [params["restart_all"]] if params["restart_all"] else []
-    for path in sorted(programs):
-        if not (check_mode or os.path.isdir(posixpath.dirname(path))):
-            # (in check mode an earlier task of the same run may be about to create it)
-            raise PKIError("programs: the folder of %s does not exist: install the virtual environment "
-                           "(or create the folder) before calling plugin_host" % path)
+    for folder in sorted({posixpath.dirname(path) for path in programs}):
+        if not os.path.isdir(folder):  # created 0755 root; an existing folder (say /usr/local/bin) is left as it is
+            files.directory(folder, 0o755, 0, 0)
     for path in sorted(programs):
         if files.file(path, _bytes(programs[path]), 0o755, 0, 0) and path in restart_programs:
             shared.append("%s changed" % path)

@@ -16,12 +16,16 @@ name that does not resolve or a client that could not even load its certificate 
 from __future__ import annotations
 
 import errno
+import json
 import re
 import socket
 import ssl
 import subprocess
+import time
 import warnings
 from urllib.parse import urlsplit
+
+from ansible.module_utils.urls import open_url
 
 TIMEOUT = 10
 HEALTH_TIMEOUT = 3
@@ -246,10 +250,34 @@ def local(port, health_port):
     return results
 
 
-def gateway_service(unit, plugins):
-    """The gateway unit is active and its current run registered every plugin in PLUGINS."""
+def health_status(url):
+    """'healthy' when URL answers HTTP 200 with JSON status "healthy", else what it answered."""
+    try:
+        with open_url(url, timeout=5, validate_certs=True, use_proxy=False) as answer:
+            body = answer.read(65536)
+            status = json.loads(body.decode("utf-8", "replace")).get("status") if answer.status == 200 else None
+            return "healthy" if status == "healthy" else f"HTTP {answer.status}, status {status!r}"
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def gateway_health(url, wait, clock=time.monotonic, sleep=time.sleep):
+    """Poll URL every second until it is healthy or WAIT seconds passed (a starting gateway answers only once
+    it loaded its plugins)."""
+    deadline = clock() + wait
+    while True:
+        seen = health_status(url)
+        if seen == "healthy" or clock() >= deadline:
+            return check("gateway_healthy", seen == "healthy", f"{url} healthy within {wait} s", seen)
+        sleep(1)
+
+
+def gateway_service(unit, plugins, health_url=None, wait=0):
+    """The gateway unit is active (healthy at HEALTH_URL, waiting up to WAIT s) and its current run registered
+    every plugin in PLUGINS and reported their number."""
+    results = [gateway_health(health_url, wait)] if health_url else []
     rc, state = run(["systemctl", "is-active", unit])
-    results = [check("gateway_service_active", state.strip() == "active", f"{unit} active", state.strip())]
+    results.append(check("gateway_service_active", state.strip() == "active", f"{unit} active", state.strip()))
     rc, invocation = run(["systemctl", "show", "-p", "InvocationID", "--value", unit])
     rc, log = run(["journalctl", "--no-pager", "-o", "cat", f"_SYSTEMD_INVOCATION_ID={invocation.strip()}"], timeout=30)
     registered = set(re.findall(r"Registered plugin: (\S+)", log))
@@ -257,4 +285,8 @@ def gateway_service(unit, plugins):
         results.append(check("gateway_registered_plugin", name in registered,
                              f"'Registered plugin: {name}' in this run of {unit}",
                              "registered" if name in registered else f"not registered (saw {sorted(registered)})"))
+    counts = re.findall(r"Plugin manager initialized with ([0-9]+) plugins", log)
+    results.append(check("gateway_plugin_count", counts and int(counts[-1]) == len(plugins),
+                         f"'Plugin manager initialized with {len(plugins)} plugins' in this run of {unit}",
+                         f"{counts[-1]} plugins" if counts else "no such line"))
     return results

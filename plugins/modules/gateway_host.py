@@ -11,7 +11,7 @@ version_added: 0.2.0
 description:
   - Writes what role M(mcpgateway.mtls.gateway) deploys on a gateway host in one process, so that a run costs one
     remote round trip for it instead of one per file.
-  - First the client TLS set O(config_dir)/tls, a link to C(tls.d/ID/) holding C(client.key) (owner O(user), group
+  - First the folders of O(directories), then the client TLS set O(config_dir)/tls, a link to C(tls.d/ID/) holding C(client.key) (owner O(user), group
     O(group), 0600), C(client.crt) and C(ca.crt) (root, 0644). Key, certificate and CA bundle change together when
     the link is replaced. The previous set is kept for a rollback; older ones are removed.
   - Then each of O(files), in their order, is replaced atomically. A file with O(files[].validate) is first
@@ -52,6 +52,49 @@ options:
     description: The service group, group of the TLS set's folders and of C(client.key).
     type: str
     required: true
+  directories:
+    description: Folders to create (with missing parents) or whose mode and owner to fix, in this order, first.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Absolute path.
+        type: path
+        required: true
+      mode:
+        description: Mode, for example C(0750).
+        type: raw
+        default: "0755"
+      owner:
+        description: Owner.
+        type: str
+        default: root
+      group:
+        description: Group.
+        type: str
+        default: root
+  generate:
+    description:
+      - Files made once on the host by a command (for example the gateway's secrets), after O(directories). The
+        command runs only while its file is missing; its output is never logged or returned.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: The file the command creates.
+        type: path
+        required: true
+      argv:
+        description: The command and its arguments (not run in a shell).
+        type: list
+        elements: str
+        required: true
+      restart:
+        description: Whether creating the file makes the gateway restart.
+        type: bool
+        default: false
   tls:
     description:
       - The client TLS set. Without it the TLS set is left alone.
@@ -111,6 +154,9 @@ options:
         Never logged or returned.
     type: dict
     default: {}
+  unit:
+    description: The gateway's unit, whose state is returned in RV(unit_state) (read only).
+    type: str
   loaded:
     description: What the running gateway loaded, recorded by its unit at start.
     type: dict
@@ -163,6 +209,12 @@ reasons:
   type: list
   elements: str
   sample: ["TLS files changed", "/etc/mcpgateway/plugins.yaml changed"]
+unit_state:
+  description: C(ActiveState), C(LoadState) and C(UnitFileState) of O(unit), as C(systemctl show) gives them (empty when it
+    cannot tell).
+  returned: when O(unit) is given
+  type: dict
+  sample: {"ActiveState": "active", "LoadState": "loaded", "UnitFileState": "enabled"}
 changed_paths:
   description: Paths that were (or in check mode would be) written, linked or removed. Never their contents.
   returned: success
@@ -200,6 +252,17 @@ def main():
                 "cert": {"type": "str", "required": True},
                 "ca": {"type": "str", "required": True},
             }},
+            "directories": {"type": "list", "elements": "dict", "default": [], "options": {
+                "path": {"type": "path", "required": True},
+                "mode": {"type": "raw", "default": "0755"},
+                "owner": {"type": "str", "default": "root"},
+                "group": {"type": "str", "default": "root"},
+            }},
+            "generate": {"type": "list", "elements": "dict", "default": [], "options": {
+                "path": {"type": "path", "required": True},
+                "argv": {"type": "list", "elements": "str", "required": True},
+                "restart": {"type": "bool", "default": False},
+            }},
             "files": {"type": "list", "elements": "dict", "default": [], "options": {
                 "path": {"type": "path", "required": True},
                 "content": {"type": "str"},
@@ -210,6 +273,7 @@ def main():
                 "validate": {"type": "str"},
             }},
             "secrets": {"type": "dict", "default": {}, "no_log": True},
+            "unit": {"type": "str"},
             "loaded": {"type": "dict", "options": {
                 "record": {"type": "path", "required": True},
                 "files": {"type": "list", "elements": "str", "required": True},
@@ -220,6 +284,12 @@ def main():
     params = dict(module.params)
     try:
         params["uid"], params["gid"] = _ids(module, params["user"], params["group"], "user/group")
+        directories = []
+        for entry in params["directories"]:
+            entry = dict(entry, mode=parse_mode(entry["mode"], "directories[].mode of %s" % entry["path"]))
+            entry["uid"], entry["gid"] = _ids(module, entry["owner"], entry["group"], entry["path"])
+            directories.append(entry)
+        params["directories"] = directories
         files = []
         for entry in params["files"]:
             entry = dict(entry, mode=parse_mode(entry["mode"], "files[].mode of %s" % entry["path"]))

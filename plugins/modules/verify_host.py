@@ -132,10 +132,17 @@ options:
         type: str
         required: true
       plugins:
-        description: The plugin names it must have registered.
+        description: The plugin names it must have registered (and their number, C(Plugin manager initialized with N)).
         type: list
         elements: str
         required: true
+      health_url:
+        description: Also require this URL to answer HTTP 200 with JSON C(status) C(healthy).
+        type: str
+      wait:
+        description: Seconds to wait for O(gateway_service.health_url) to become healthy (a gateway that was just started).
+        type: int
+        default: 0
   probe:
     description: Run the gateway's mTLS probe (cpex's client with the deployed config) as the gateway's user.
     type: dict
@@ -300,7 +307,8 @@ def run_checks(params):
         records += [dict(item, target=host) for item in found]
     if params["gateway_service"] is not None:
         service = params["gateway_service"]
-        records += [dict(item, target=host) for item in _tlscheck.gateway_service(service["unit"], service["plugins"])]
+        records += [dict(item, target=host) for item in _tlscheck.gateway_service(
+            service["unit"], service["plugins"], service["health_url"], service["wait"])]
     if params["probe"] is not None:
         rc, out, err = run_probe(params["probe"])
         records += probe_records(rc, out, err, params["probe"]["plugins"], host)
@@ -331,7 +339,8 @@ def main():
                 "root": {"type": "path", "default": "/"}}},
             "gateway_service": {"type": "dict", "options": {
                 "unit": {"type": "str", "required": True},
-                "plugins": {"type": "list", "elements": "str", "required": True}}},
+                "plugins": {"type": "list", "elements": "str", "required": True},
+                "health_url": {"type": "str"}, "wait": {"type": "int", "default": 0}}},
             "probe": {"type": "dict", "options": {
                 "command": {"type": "path", "required": True}, "user": {"type": "str", "required": True},
                 "plugins": {"type": "list", "elements": "str", "required": True}}},

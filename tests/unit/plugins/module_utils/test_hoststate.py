@@ -232,7 +232,6 @@ def test_programs_are_root_0755_and_only_a_restarting_one_restarts_every_instanc
 @pytest.mark.parametrize("programs, restart, needle", [
     ({"bin/x": "x"}, [], "'bin/x' is not a normalized absolute path"),
     ({"/opt/../x": "x"}, [], "is not a normalized absolute path"),
-    ({"/nonexistent-dir/x": "x"}, [], "the folder of /nonexistent-dir/x does not exist"),
     ({"/tmp/x": ""}, [], "the content of /tmp/x is empty"),
     ({"/tmp/x": "x"}, ["/tmp/y"], "restart_programs: /tmp/y is not a path of programs"),
 ])
@@ -241,6 +240,18 @@ def test_bad_programs_are_refused_before_anything_is_written(host, programs, res
     with pytest.raises(PKIError, match=needle.replace("(", r"\(")):
         H.converge(params)
     assert not os.path.exists(params["config_dir"])
+
+
+def test_a_missing_program_folder_is_created_and_an_existing_one_left_alone(host, tmp_path):
+    existing = tmp_path / "existing"
+    existing.mkdir(mode=0o775)
+    existing.chmod(0o775)
+    params = host(programs={str(tmp_path / "new/bin/check"): "#!/bin/sh\n", str(existing / "other"): "#!/bin/sh\n"})
+    check_mode = H.converge(params, check_mode=True)
+    assert str(tmp_path / "new/bin") in check_mode["changed_paths"] and not (tmp_path / "new").exists()
+    H.converge(params)
+    assert os.stat(tmp_path / "new/bin").st_mode & 0o7777 == 0o755
+    assert os.stat(existing).st_mode & 0o7777 == 0o775
 
 
 def test_a_tls_set_is_named_by_its_contents():

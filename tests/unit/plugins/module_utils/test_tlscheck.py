@@ -286,3 +286,40 @@ def test_a_health_port_reachable_on_the_same_address_fails(verify_host, pki, ser
         results = remote(verify_host, pki, server.port, health.getsockname()[1])
     assert failed(results) == {"health_not_reachable_remotely"}, results
     assert "connected" in results["health_not_reachable_remotely"]["seen"]
+
+
+def test_gateway_health_waits_until_healthy_and_reports_what_it_saw():
+    """A real HTTP server on loopback: 'starting' twice, then healthy; the poll ends on the first healthy answer.
+    Without a server, or with a server that never becomes healthy, the check fails naming what it got."""
+    from ansible_collections.mcpgateway.mtls.plugins.module_utils import _tlscheck
+
+    answers = iter([(503, {"status": "starting"}), (200, {"status": "starting"})])
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            code, body = next(answers, (200, {"status": "healthy"}))
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = "http://127.0.0.1:%d/health" % server.server_address[1]
+    sleeps = []
+    try:
+        record = _tlscheck.gateway_health(url, 30, sleep=sleeps.append)
+        assert record["ok"] and record["seen"] == "healthy" and len(sleeps) == 2, (record, sleeps)
+        answers = iter([(200, {"status": "unhealthy"})] * 100)
+        clock = iter(range(0, 1000, 2))
+        record = _tlscheck.gateway_health(url, 5, clock=lambda: next(clock), sleep=lambda _s: None)
+        assert not record["ok"] and record["seen"] == "HTTP 200, status 'unhealthy'", record
+    finally:
+        server.shutdown()
+        server.server_close()
+    record = _tlscheck.gateway_health(url, 0)
+    assert not record["ok"] and "Error" in record["seen"], record

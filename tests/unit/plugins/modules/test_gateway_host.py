@@ -67,3 +67,30 @@ def test_bad_input_is_one_clear_error(run_module, tmp_path):
     result = run_module("gateway_host", tmp_path, **args)
     assert result["failed"] and "no-such-user-4711" in result["msg"], result
     assert os.listdir(tmp_path / "etc") == []
+
+
+def test_directories_and_generated_secrets(run_module, tmp_path):
+    """Folders first (created with parents, mode fixed), then a file made once by a command whose output
+    (the secret) is neither returned nor shown when it fails."""
+    args = _args(tmp_path)
+    state = tmp_path / "var" / "lib" / "gw"
+    secret = tmp_path / "etc" / "secrets.env"
+    maker = tmp_path / "make-secret"
+    maker.write_text("#!/bin/sh\necho 'printed-Secret-77'\numask 077\necho 'TOKEN=Secret-77' > \"$1\"\n")
+    maker.chmod(0o755)
+    args.update(directories=[{"path": str(state), "mode": "0750", "owner": ME, "group": MY_GROUP}],
+                generate=[{"path": str(secret), "argv": [str(maker), str(secret)], "restart": True}])
+    check = run_module("gateway_host", tmp_path, check=True, **args)
+    assert check["changed"] and not state.exists() and not secret.exists(), check
+    first = run_module("gateway_host", tmp_path, **args)
+    assert first["changed"] and "%s generated" % secret in first["reasons"], first
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o750 and secret.read_text() == "TOKEN=Secret-77\n"
+    assert "Secret-77" not in json.dumps(first)
+    os.chmod(state, 0o755)
+    maker.write_text("#!/bin/sh\necho 'printed-Secret-78'\nexit 3\n")
+    again = run_module("gateway_host", tmp_path, **args)
+    assert again["changed"] and again["changed_paths"] == [str(state)] and not again["restart"], again
+    assert stat.S_IMODE(os.stat(state).st_mode) == 0o750 and secret.read_text() == "TOKEN=Secret-77\n"
+    secret.unlink()
+    failed = run_module("gateway_host", tmp_path, **args)
+    assert failed.get("failed") and "exited 3" in failed["msg"] and "Secret-78" not in json.dumps(failed), failed
