@@ -234,11 +234,16 @@ def listening():
     return sockets
 
 
-def local(port, health_port):
-    """The checks of one plugin on its own host: health on loopback only, the mTLS port listening."""
+def local(port, health_port, wait=0, clock=time.monotonic, sleep=time.sleep):
+    """The checks of one plugin on its own host: health on loopback only (polled for up to WAIT seconds: an
+    instance that was just restarted), the mTLS port listening."""
     results = []
     health = health_port
+    deadline = clock() + wait
     rc, out = curl(f"http://127.0.0.1:{health}/health")
+    while not (rc == 0 and out.endswith("200")) and clock() < deadline:
+        sleep(1)
+        rc, out = curl(f"http://127.0.0.1:{health}/health")
     results.append(check("health_answers_on_loopback", rc == 0 and out.endswith("200"),
                          f"HTTP 200 from http://127.0.0.1:{health}/health", f"exit {rc}: {out}"))
     socks = listening()

@@ -88,20 +88,24 @@ def _hex(fingerprint):
     return str(fingerprint or "").replace(":", "").lower()
 
 
-def gate_problems(lines, names, expected, stale=(), stderr=""):
+def gate_problems(lines, names, expected, stale=(), stderr="", checks=()):
     """What stops a rollout gate on one plugin host; empty = the gate passes.
 
     LINES: parsed probe lines; NAMES: the host's plugins; EXPECTED: certificate_info results of the
     controller's server certificates (same order as NAMES); STALE: instances not running with the
     deployed files. Each plugin must answer over mTLS (TLS 1.2+), be served exactly the controller's
-    certificate, and run with the deployed files.
+    certificate, and run with the deployed files. CHECKS: records of module verify_host on the plugin host
+    (local_plugins, loaded_from); a failed one is a problem, a failed runs_with_deployed_files marks its plugin stale.
     """
     names = list(names or [])
     expected = list(expected or [])
     if len(expected) != len(names):
         raise PlanError("gate_problems: %d plugin names but %d expected certificates" % (len(names), len(expected)))
     by_name = {line.get("name"): line for line in lines or [] if isinstance(line, dict)}
-    problems = []
+    failed = [record for record in checks or [] if isinstance(record, dict) and not record.get("ok")]
+    stale = list(stale or []) + [r.get("target") for r in failed if r.get("check") == "runs_with_deployed_files"]
+    problems = ["%s: %s: %s" % (r.get("target"), r.get("check"), r.get("seen"))
+                for r in failed if r.get("check") != "runs_with_deployed_files"]
     for name, info in zip(names, expected):
         line = by_name.get(name)
         if name in (stale or []):

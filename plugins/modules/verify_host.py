@@ -9,9 +9,10 @@ module: verify_host
 short_description: Run every mTLS check of one host in one call and return a record per check
 version_added: 0.2.0
 description:
-  - The host side of role M(mcpgateway.mtls.verify). Runs, on the target, every check that O(files), O(local_plugins),
-    O(remote_plugins), O(ca_key_search), O(gateway_service) and O(probe) ask for, in one process, so that verifying
-    a host costs one remote round trip whatever the number of plugins.
+  - The host side of role M(mcpgateway.mtls.verify) and of the rollout gates. Runs, on the target, every check that
+    O(files), O(local_plugins), O(remote_plugins), O(ca_key_search), O(same_content), O(gateway_loaded),
+    O(gateway_service) and O(probe) ask for, in one process, so that verifying a host costs one remote round trip
+    whatever the number of plugins.
   - Each check returns a record C(check), C(target), C(ok), C(expected), C(seen). The module never fails because a
     check failed; the caller asserts on RV(checks). It fails only on bad input.
   - A negative check (a refusal) only counts after its positive twin, the same request with the gateway's
@@ -54,6 +55,57 @@ options:
     type: list
     elements: dict
     default: []
+  wait:
+    description: Seconds the health endpoint of each of O(local_plugins) may take to answer (instances just restarted).
+    type: int
+    default: 0
+  loaded_from:
+    description:
+      - The config folder of the plugin instances (C(plugin_server_config_dir)). Also checks that each of O(local_plugins)
+        runs with exactly the deployed files (C(runs_with_deployed_files)): the checksums its unit recorded at start in
+        O(loaded_state_dir)/NAME/loaded.sha256 match the files in O(loaded_from)/NAME.
+    type: path
+  loaded_state_dir:
+    description: Where the units record what each instance loaded.
+    type: path
+    default: /run/mcp-plugins
+  same_content:
+    description: Deployed files that must hold exactly given content (C(deployed_file_matches)), by SHA-256.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Absolute path on the host.
+        type: path
+        required: true
+      sha256:
+        description: The SHA-256 of the wanted content (hex), for example of the controller's copy.
+        type: str
+        required: true
+      source:
+        description: Where the wanted content is, for the record (for example the controller's path).
+        type: str
+        default: the controller's copy
+  gateway_loaded:
+    description:
+      - The gateway service runs with exactly the deployed files (C(gateway_runs_with_deployed_files)): the checksums
+        its unit recorded at start match the files of O(gateway_loaded.config_dir).
+    type: dict
+    suboptions:
+      record:
+        description: The C(sha256sum) output the unit wrote at start.
+        type: path
+        required: true
+      config_dir:
+        description: The gateway's config folder (the record's paths are relative to it).
+        type: path
+        required: true
+      files:
+        description: The files it records, relative to O(gateway_loaded.config_dir).
+        type: list
+        elements: str
+        required: true
   remote_plugins:
     description:
       - Plugins this host (a gateway host) calls, as entries of the plugin plan (the keys V(name), V(url) and
@@ -207,6 +259,7 @@ ca_identities:
   type: dict
 """
 
+import hashlib
 import os
 import pwd
 import re
@@ -218,6 +271,8 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.mcpgateway.mtls.plugins.module_utils import _keysearch, _tlscheck
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._hoststate import loaded_differs
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._io import read_bytes
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._verify import probe_records
 
 PROBE_TIMEOUT = 300
@@ -290,7 +345,13 @@ def run_checks(params):
     host = params["host"]
     records = file_records(params["files"])
     for plugin in params["local_plugins"]:
-        records += [dict(item, target=plugin["name"]) for item in _tlscheck.local(int(plugin["port"]), int(plugin["health_port"]))]
+        records += [dict(item, target=plugin["name"])
+                    for item in _tlscheck.local(int(plugin["port"]), int(plugin["health_port"]), params["wait"])]
+        if params["loaded_from"]:
+            why = loaded_differs(os.path.join(params["loaded_from"], plugin["name"]),
+                                 os.path.join(params["loaded_state_dir"], plugin["name"], "loaded.sha256"))
+            records.append(dict(_tlscheck.check("runs_with_deployed_files", why is None, "the files of %s/%s" % (
+                params["loaded_from"], plugin["name"]), why or "the deployed files"), target=plugin["name"]))
     if params["remote_plugins"]:
         folder = tempfile.mkdtemp(prefix="mcp-verify-")
         try:
@@ -305,6 +366,16 @@ def run_checks(params):
         search = params["ca_key_search"]
         found = _keysearch.ca_key(search["spki"], search["key_digests"], search["exclude"], search["root"])
         records += [dict(item, target=host) for item in found]
+    for item in params["same_content"]:
+        data = read_bytes(item["path"])
+        seen = "missing" if data is None else hashlib.sha256(data).hexdigest()
+        records.append(dict(_tlscheck.check("deployed_file_matches", seen == item["sha256"].lower(), "%s (sha256 %s)" % (
+            item["source"], item["sha256"][:16]), seen if data is None else "sha256 %s" % seen[:16]), target=item["path"]))
+    if params["gateway_loaded"] is not None:
+        loaded = params["gateway_loaded"]
+        why = loaded_differs(loaded["config_dir"], loaded["record"], tuple(loaded["files"]))
+        records.append(dict(_tlscheck.check("gateway_runs_with_deployed_files", why is None, "the files of %s" % loaded[
+            "config_dir"], why or "the deployed files"), target=host))
     if params["gateway_service"] is not None:
         service = params["gateway_service"]
         records += [dict(item, target=host) for item in _tlscheck.gateway_service(
@@ -323,6 +394,15 @@ def main():
                 "path": {"type": "path", "required": True}, "owner": {"type": "str"},
                 "mode": {"type": "str", "required": True}}},
             "local_plugins": {"type": "list", "elements": "dict", "default": []},
+            "wait": {"type": "int", "default": 0},
+            "loaded_from": {"type": "path"},
+            "loaded_state_dir": {"type": "path", "default": "/run/mcp-plugins"},
+            "same_content": {"type": "list", "elements": "dict", "default": [], "options": {
+                "path": {"type": "path", "required": True}, "sha256": {"type": "str", "required": True},
+                "source": {"type": "str", "default": "the controller's copy"}}},
+            "gateway_loaded": {"type": "dict", "options": {
+                "record": {"type": "path", "required": True}, "config_dir": {"type": "path", "required": True},
+                "files": {"type": "list", "elements": "str", "required": True}}},
             "remote_plugins": {"type": "list", "elements": "dict", "default": []},
             "client": {"type": "dict", "options": {
                 "cert": {"type": "path", "required": True}, "key": {"type": "path", "required": True, "no_log": False},
@@ -358,8 +438,9 @@ def main():
     if params["remote_plugins"] and not params["client"]:
         module.fail_json(msg="remote_plugins needs client: the paths of the gateway's client certificate, key and CA bundle")
     if params["ca_files"]:
-        others = [name for name in ("files", "local_plugins", "remote_plugins") if params[name]]
-        others += [name for name in ("client", "ca_key_search", "gateway_service", "probe", "foreign") if params[name] is not None]
+        others = [name for name in ("files", "local_plugins", "remote_plugins", "same_content") if params[name]]
+        others += [name for name in ("client", "ca_key_search", "gateway_service", "gateway_loaded", "probe", "foreign")
+                   if params[name] is not None]
         if others:
             module.fail_json(msg="ca_files runs alone, on the controller; remove %s or make a second call" % ", ".join(others))
         try:

@@ -64,6 +64,16 @@ def test_gate_problems_name_the_plugin(lines, stale, needle):
     assert len(problems) == 1 and needle in problems[0] and problems[0].startswith("A")
 
 
+def test_gate_problems_from_the_host_records():
+    checks = [{"check": "health_answers_on_loopback", "target": "A", "ok": False, "seen": "exit 7: 000"},
+              {"check": "mtls_port_listening", "target": "A", "ok": True, "seen": "['*']"},
+              {"check": "runs_with_deployed_files", "target": "A", "ok": False, "seen": "runs with another env"}]
+    problems = inv.gate_problems([GOOD], ["A"], [{"fingerprint_sha256": FP}], checks=checks)
+    assert problems == ["A: health_answers_on_loopback: exit 7: 000",
+                        "A does not run with the deployed files (restart mcp-plugin@A)"], problems
+    assert inv.gate_problems([GOOD], ["A"], [{"fingerprint_sha256": FP}], checks=checks[1:2]) == []
+
+
 def test_gate_fails_without_a_controller_certificate_and_on_bad_input():
     problems = inv.gate_problems([GOOD], ["A"], [{"fingerprint_sha256": None, "status": "missing"}])
     assert problems == ["A: the controller has no readable certificate for it (missing)"]

@@ -102,3 +102,57 @@ def test_the_foreign_key_never_reaches_the_journal(verify_host, journal):
     logged = journal.read_text(encoding="utf-8")
     assert "Invoked with" in logged, logged  # the stand-in really got the invocation
     assert "S3CRETFOREIGNKEY" not in logged and "PRIVATE KEY" not in logged, logged
+
+
+def test_local_plugin_health_is_awaited_and_the_loaded_files_compared(verify_host, tmp_path):
+    """A health endpoint that comes up 2 s after the call starts passes with wait; the instance's record of what
+    it loaded is compared with the deployed files (same, changed, missing)."""
+    import hashlib
+    import socket
+    import sys
+    import time
+
+    def free_port():
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    health, port = free_port(), free_port()
+    server = subprocess.Popen([sys.executable, "-c", (
+        "import time, http.server, socketserver, socket\n"
+        "time.sleep(2)\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers(); self.wfile.write(b'ok')\n"
+        "    def log_message(self, *a): pass\n"
+        f"main = socket.socket(); main.bind(('127.0.0.1', {port})); main.listen()\n"
+        f"http.server.HTTPServer(('127.0.0.1', {health}), H).serve_forever()\n")])
+    try:
+        config, state = tmp_path / "etc", tmp_path / "run"
+        (config / "a" / "tls").mkdir(parents=True)
+        (state / "a").mkdir(parents=True)
+        files = ("config.yaml", "env", "tls/server.crt", "tls/server.key", "tls/ca.crt")
+        for name in files:
+            (config / "a" / name).write_text("content of %s\n" % name)
+        (state / "a" / "loaded.sha256").write_text("".join(
+            "%s  %s\n" % (hashlib.sha256((config / "a" / n).read_bytes()).hexdigest(), n) for n in files))
+        plugin = [{"name": "a", "port": port, "health_port": health}]
+        started = time.monotonic()
+        result = verify_host(local_plugins=plugin, wait=20, loaded_from=str(config), loaded_state_dir=str(state))
+        by_check = {r["check"]: r for r in result["checks"]}
+        assert by_check["health_answers_on_loopback"]["ok"] and time.monotonic() - started >= 1.5, result
+        assert by_check["runs_with_deployed_files"]["ok"] and by_check["mtls_port_listening"]["ok"], result
+        (config / "a" / "env").write_text("changed\n")
+        result = verify_host(local_plugins=plugin, loaded_from=str(config), loaded_state_dir=str(state))
+        loaded = [r for r in result["checks"] if r["check"] == "runs_with_deployed_files"]
+        assert loaded == [{"check": "runs_with_deployed_files", "target": "a", "ok": False,
+                           "expected": "the files of %s/a" % config, "seen": "runs with another env than deployed"}]
+        (state / "a" / "loaded.sha256").unlink()
+        result = verify_host(local_plugins=plugin, loaded_from=str(config), loaded_state_dir=str(state))
+        assert [r["seen"] for r in result["checks"] if r["check"] == "runs_with_deployed_files"] == [
+            "not running (no record of what it loaded)"]
+    finally:
+        server.kill()
+        server.wait()
+    result = verify_host(local_plugins=plugin)
+    assert not {r["check"]: r for r in result["checks"]}["health_answers_on_loopback"]["ok"], result
