@@ -26,6 +26,9 @@ from integration_support import PLAYBOOKS, REPO, run_playbook
 
 SCHEDULE = REPO / "playbooks" / "schedule_rotation.yml"
 CHECK = REPO / "playbooks" / "check.yml"
+PROGRAM = REPO / "host" / "src" / "mcp_mtls_host" / "rotate.py"
+# The wrapper runs with the Python that runs ansible-playbook: the one its own first line names here (the venv's).
+ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 RC_LOCKED = 75
 # What cron gives a job: no venv on PATH, no ANSIBLE_CONFIG, no locale.
 CRON_ENV = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "SHELL": "/bin/sh", "LOGNAME": "root"}
@@ -75,9 +78,14 @@ def install(base, inventory, check=False, **extra):
 
 
 def wrapper(base, *args, timeout=300):
-    # stdin not a terminal, as under cron and systemd (with one, timeout(1) stays in the foreground)
+    # stdin not a terminal, as under cron and systemd (with one, the run stays in the foreground group)
     return subprocess.run([str(base / "sbin/mcp-mtls-rotate"), *args], env=CRON_ENV, cwd=base, stdin=subprocess.DEVNULL,
                           capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def wrapper_settings(base):
+    """The wrapper's settings, the JSON file the role writes beside it."""
+    return json.loads((base / "sbin/mcp-mtls-rotate.json").read_text())
 
 
 def last_run(base):
@@ -99,7 +107,7 @@ def snapshot(root):
 def test_cron_mode_installs_the_cron_file_and_the_wrapper(base, inventory):
     res = install(base, inventory)
     assert res.rc == 0, res.out
-    assert res.changed() == 3, res.out  # log folder, wrapper, cron file
+    assert res.changed() == 4, res.out  # log folder, the wrapper's settings, wrapper, cron file
 
     cron = base / "cron.d/mcp-mtls-rotate"
     text = cron.read_text()
@@ -111,14 +119,20 @@ def test_cron_mode_installs_the_cron_file_and_the_wrapper(base, inventory):
     assert text.endswith("\n")  # cron ignores a last line without a newline
 
     script = base / "sbin/mcp-mtls-rotate"
-    for path, want in ((cron, 0o644), (script, 0o750), (base / "log", 0o750)):
+    for path, want in ((cron, 0o644), (script, 0o750), (base / "sbin/mcp-mtls-rotate.json", 0o600), (base / "log", 0o750)):
         assert mode(path) == want, path
         assert (path.stat().st_uid, path.stat().st_gid) == (0, 0), path
     body = script.read_text()
-    assert body.startswith("#!/usr/bin/env bash\n#\n# Ansible managed\n#\n")
-    assert f"  {inventory}\n  {CHECK}\n" in body and "--random-delay SECONDS" in body
-    assert f"ANSIBLE_CONFIG={REPO / 'ansible.cfg'}" in body  # the installing run's config file
-    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    python = ANSIBLE_PLAYBOOK.read_text().splitlines()[0][2:]  # the interpreter of ansible-playbook
+    head = f"#!{python}\n#\n# Ansible managed\n#\n"
+    assert body.startswith(head) and body[len(head):] == PROGRAM.read_text()  # rotate.py as it is
+    assert "--random-delay SECONDS" in body
+    job = wrapper_settings(base)
+    assert job["command"] == [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(CHECK)]
+    assert job["environment"]["ANSIBLE_CONFIG"] == str(REPO / "ansible.cfg")  # the installing run's config file
+    assert (job["keep_logs"], job["timeout"], job["rc_locked"]) == (30, 3600, RC_LOCKED)
+    compiled = subprocess.run([python, "-c", "import ast, sys; ast.parse(open(sys.argv[1]).read())", str(script)], check=False)
+    assert compiled.returncode == 0
     assert not list((base / "systemd").iterdir())  # cron mode: no units
 
 
@@ -161,8 +175,9 @@ def test_wrapper_runs_the_playbook_records_it_and_the_role_is_idempotent_then_re
     # state absent needs no inventory
     settings = {k: v for k, v in role_vars(base, inventory).items() if k != "rotate_schedule_inventory"}
     gone = run_playbook(SCHEDULE, {**settings, "rotate_schedule_state": "absent"})
-    assert gone.rc == 0 and gone.changed() == 2, gone.out  # cron file, wrapper
+    assert gone.rc == 0 and gone.changed() == 2, gone.out  # cron file, wrapper and its settings
     assert not (base / "cron.d/mcp-mtls-rotate").exists() and not script.exists()
+    assert not (base / "sbin/mcp-mtls-rotate.json").exists()
     assert run_logs(base) == [log] and last_run(base) == rec  # the logs stay
     still_gone = install(base, inventory, rotate_schedule_state="absent")
     assert still_gone.rc == 0 and still_gone.changed() == 0, still_gone.out
@@ -247,7 +262,7 @@ def test_timeout_kills_the_run_and_records_a_failure(base, inventory):
     assert proc.returncode == 124 and "killed after the timeout of 3s" in proc.stderr, proc.stdout + proc.stderr
     assert time.time() - t0 < 60
     assert last_run(base)["status"] == "failed" and last_run(base)["rc"] == 124
-    # timeout(1) killed the whole process group: no ansible-playbook, no `sleep 120` left (they get a
+    # The wrapper killed the whole process group of the run: no ansible-playbook, no `sleep 120` left (they get a
     # few seconds to exit after the signal; a leak would still be running long after).
     deadline = time.monotonic() + 15
     while subprocess.run(["pgrep", "-f", f"^sleep 120$|{slow}"], check=False).returncode != 1:
@@ -262,9 +277,10 @@ def test_default_playbook_is_the_collections_rotate_yml(base, inventory):
     del settings["rotate_schedule_playbook"]
     res = run_playbook(SCHEDULE, settings)
     assert res.rc == 0, res.out
-    [line] = [x for x in (base / "sbin/mcp-mtls-rotate").read_text().splitlines() if x.startswith("readonly PLAYBOOK=")]
-    playbook = Path(line.split("=", 1)[1])
-    assert playbook.parts[-5:] == ("ansible_collections", "mcpgateway", "mtls", "playbooks", "rotate.yml"), line
+    job = wrapper_settings(base)
+    playbook = Path(job["playbook"])
+    assert playbook.parts[-5:] == ("ansible_collections", "mcpgateway", "mtls", "playbooks", "rotate.yml"), job
+    assert job["command"][3] == job["playbook"]
     assert playbook.samefile(REPO / "playbooks" / "rotate.yml")
 
 
@@ -282,7 +298,7 @@ def test_check_mode_on_a_clean_machine_reports_changes_and_writes_nothing(base, 
     before = snapshot(base)
     res = install(base, inventory, check=True)
     assert res.rc == 0, res.out
-    assert res.changed() == 3, res.out
+    assert res.changed() == 4, res.out  # as test_cron_mode_installs_the_cron_file_and_the_wrapper
     assert snapshot(base) == before
 
 

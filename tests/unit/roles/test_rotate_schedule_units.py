@@ -1,5 +1,6 @@
 """The templates of role rotate_schedule, rendered with jinja2 and Ansible's own filters from the role's
-defaults and vars, then parsed (units), checked by systemd-analyze (where installed) and bash.
+defaults and vars, then parsed (units), checked by systemd-analyze (where installed), and the wrapper (the
+host package's rotate.py behind a first line) with its settings run as the role installs them.
 
 systemd mode cannot run here (no systemd as PID 1); the installed units are exercised on systemd hosts.
 """
@@ -9,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import jinja2
@@ -25,11 +28,22 @@ from ansible.plugins.test.core import TestModule as CoreTests
 from ansible.plugins.test.files import TestModule as FileTests
 
 ROLE = Path(__file__).resolve().parents[3] / "roles" / "rotate_schedule"
+PROGRAM = ROLE.parents[1] / "host" / "src" / "mcp_mtls_host" / "rotate.py"
 INVENTORY = "/srv/mcp/inventory/hosts.yml"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 # The preflight's stat of rotate_schedule_systemd_marker: a folder where systemd runs the machine, else missing.
 SYSTEMD_RUNS = {"stat": {"exists": True, "isdir": True}}
 NO_SYSTEMD = {"stat": {"exists": False}}
+# What tasks/wrapper.yml registers from `ansible-playbook --version` (one line of it): the wrapper's interpreter.
+PYTHON = "/opt/ansible/venv/bin/python3"
+VERSION = {"stdout": f"ansible-playbook [core 2.19.0]\n  python version = 3.12.3 (main, Apr  9 2024) [GCC 13.2.0] ({PYTHON})\n"
+                     "  jinja version = 3.1.6\n"}
+
+
+def _lookup(plugin, path):
+    """Ansible's file lookup (the default rstrip), all the templates use."""
+    assert plugin == "ansible.builtin.file", plugin
+    return Path(path).read_text().rstrip()
 
 
 def _environment(cls):
@@ -82,14 +96,21 @@ def role_vars(**override):
         ansible_managed="Ansible managed",
         rotate_schedule_inventory=INVENTORY,
         __rotate_schedule_run_systemd=SYSTEMD_RUNS,  # what tasks/preflight.yml finds where systemd runs
+        __rotate_schedule_version=VERSION,  # what tasks/wrapper.yml finds
+        lookup=_lookup,
+        dict=dict,  # a global of Ansible's templates; render() gives the templates none
     )
     data.update(override)
     return LazyVars(data)
 
 
 def render(template, **override):
-    tmpl = TEXT.from_string((ROLE / "templates" / template).read_text())
-    return TEXT.concat(tmpl.root_render_func(tmpl.new_context(role_vars(**override), shared=True)))
+    return render_text((ROLE / "templates" / template).read_text(), role_vars(**override))
+
+
+def render_text(text, settings):
+    tmpl = TEXT.from_string(text)
+    return TEXT.concat(tmpl.root_render_func(tmpl.new_context(settings, shared=True)))
 
 
 def parse_unit(text):
@@ -126,7 +147,10 @@ def units():
 def test_every_template_starts_with_ansible_managed(units):
     for name in ("mcp-mtls-rotate.service", "mcp-mtls-rotate.timer", "mcp-mtls-rotate.cron"):
         assert render(name + ".j2").startswith("#\n# Ansible managed\n#\n"), name
-    assert render("mcp-mtls-rotate.j2").startswith("#!/usr/bin/env bash\n#\n# Ansible managed\n#\n")
+    wrapper = render("mcp-mtls-rotate.py.j2")
+    head = f"#!{PYTHON}\n#\n# Ansible managed\n#\n"
+    assert wrapper.startswith(head)
+    assert wrapper[len(head):] == PROGRAM.read_text()  # rotate.py as it is, ending with one newline
 
 
 def test_timer_is_persistent_randomized_and_precise(units):
@@ -265,8 +289,68 @@ def test_argument_specs_match_defaults():
         assert spec.get("description"), name
 
 
+def wrapper_task(name_start, **override):
+    """A task of tasks/wrapper.yml with its module arguments rendered from the role's variables."""
+    [task] = [t for t in yaml.safe_load((ROLE / "tasks/wrapper.yml").read_text()) if t["name"].startswith(name_start)]
+    module = next(key for key in task if key.startswith("ansible.builtin."))
+    settings = role_vars(**override)
+    return {key: render_text(value, settings) if isinstance(value, str) else value
+            for key, value in task[module].items()}
+
+
+def install_wrapper(**override):
+    """The settings file and the wrapper, as tasks/wrapper.yml writes them; the wrapper checked by its validate."""
+    settings_task = wrapper_task("Install the settings of the wrapper", **override)
+    program_task = wrapper_task("Install the wrapper", **override)
+    assert (settings_task["mode"], program_task["mode"]) == ("0600", "0750")
+    settings = Path(settings_task["dest"])
+    assert settings.name == Path(program_task["dest"]).name + ".json"
+    settings.write_text(settings_task["content"])
+    settings.chmod(0o600)
+    script = Path(program_task["dest"])
+    script.write_text(render(program_task["src"], **override))
+    script.chmod(0o750)
+    validate = shlex.split(program_task["validate"].replace("%s", shlex.quote(str(script))))
+    assert subprocess.run(validate, check=False).returncode == 0, validate
+    return script, json.loads(settings.read_text())
+
+
+def python_assert(stdout):
+    """Whether the assert of tasks/wrapper.yml passes on this `ansible-playbook --version` output."""
+    [task] = [t for t in yaml.safe_load((ROLE / "tasks/wrapper.yml").read_text()) if t["name"].startswith("Assert that it is Python")]
+    settings = role_vars(__rotate_schedule_version={"stdout": stdout})
+    return all(render_text("{{ (%s) | bool }}" % cond, settings) == "True" for cond in task["ansible.builtin.assert"]["that"])
+
+
+@pytest.mark.parametrize(("stdout", "python"), [
+    (VERSION["stdout"], PYTHON),
+    ("  python version = 3.9.2 (default, Feb 28 2021, 17:03:44) [GCC 10.2.1] (/srv/a(b)/bin/python3.9)",
+     "/srv/a(b)/bin/python3.9"),
+    ("  python version = 3.13.5 (main, Jun 25 2025, 18:55:22) [GCC 14.2.0] (/usr/bin/python3)", "/usr/bin/python3"),
+    ("  python version = 3.10.1 (main) [GCC 10.2.1]\n  jinja version = 3.1.6 (/usr/lib/python3/dist-packages/jinja2)", None),
+    ("  python version = 3.8.10 (default, Nov 22 2023) [GCC 9.4.0] (/usr/bin/python3)", None),
+    ("  python version = 3.12.3 (main) [GCC 13.2.0] (/opt/my venv/bin/python3)", None),
+    ("", None),
+], ids=["venv", "parentheses", "system", "no-path", "python-3.8", "blank-in-path", "no-output"])
+def test_the_wrapper_runs_with_the_python_of_ansible_playbook(stdout, python):
+    """tasks/wrapper.yml asks `ansible-playbook --version` for its Python: 3.9 or later at a path a first line can name."""
+    assert python_assert(stdout) is (python is not None)
+    if python:
+        assert role_vars(__rotate_schedule_version={"stdout": stdout})["__rotate_schedule_python"] == python
+
+
+def test_the_python_of_the_real_ansible_playbook_is_found():
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    if not playbook.exists():
+        pytest.skip(f"no {playbook}")
+    proc = subprocess.run([str(playbook), "--version"], capture_output=True, text=True, check=True)
+    assert python_assert(proc.stdout), proc.stdout
+    python = role_vars(__rotate_schedule_version={"stdout": proc.stdout})["__rotate_schedule_python"]
+    assert Path(python).samefile(sys.executable), python
+
+
 def test_wrapper_passes_odd_values_through_intact(tmp_path):
-    """Shell quoting of the rendered wrapper: paths with spaces and quotes, arguments with spaces.
+    """Odd values through the settings file: paths with spaces and quotes, arguments with spaces.
 
     ansible-playbook is replaced here by a recorder of its argv and environment; the integration
     test runs the wrapper with the real ansible-playbook.
@@ -277,19 +361,21 @@ def test_wrapper_passes_odd_values_through_intact(tmp_path):
     recorder.write_text('#!/bin/sh\nfor a in "$@"; do printf "ARG<%s>\\n" "$a"; done\n'
                         'printf "ENV<%s>\\n" "$MCP_NOTE" "$ANSIBLE_CONFIG" "$LC_ALL"\n')
     recorder.chmod(0o755)
-    script = odd / "mcp-mtls-rotate"
-    script.write_text(render(
-        "mcp-mtls-rotate.j2",
+    script, settings = install_wrapper(
+        __rotate_schedule_version={"stdout": f"  python version = 3.11.0 (main) [GCC] ({sys.executable})"},
+        rotate_schedule_wrapper=str(odd / "mcp-mtls-rotate"),
         rotate_schedule_ansible_playbook=str(recorder),
         rotate_schedule_inventory=str(odd / "inv $x"),
         rotate_schedule_playbook=str(odd / 'rot"ate.yml'),
         rotate_schedule_extra_args=["-e", "a=b c", "--limit", "*"],
-        rotate_schedule_environment={"MCP_NOTE": "it's $HOME `x`"},
+        rotate_schedule_environment={"MCP_NOTE": "it's $HOME `x`", "MCP_EQ": "a=b", "MCP_N": 1, "MCP_B": True},
         rotate_schedule_log_dir=str(odd / "log"),
         rotate_schedule_lock_file=str(odd / "lock"),
-    ))
-    script.chmod(0o750)
-    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    )
+    assert settings["environment"] == {"ANSIBLE_CONFIG": "/srv/mcp/ansible.cfg", "MCP_NOTE": "it's $HOME `x`",
+                                       "MCP_EQ": "a=b", "MCP_N": "1", "MCP_B": "True",  # strings, as env(1) got them
+                                       "PATH": f"{odd}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    assert (settings["keep_logs"], settings["timeout"], settings["rc_locked"]) == (30, 3600, 75)
     proc = subprocess.run([str(script), "--now"], capture_output=True, text=True, stdin=subprocess.DEVNULL,
                           env={"PATH": "/usr/bin:/bin"}, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -299,3 +385,6 @@ def test_wrapper_passes_odd_values_through_intact(tmp_path):
     record = json.loads((odd / "log/last-run.json").read_text())
     assert record["playbook"] == str(odd / 'rot"ate.yml') and record["inventory"] == str(odd / "inv $x")
     assert stat.S_IMODE(os.stat(odd / "log").st_mode) == 0o750
+    # The log names the environment's variables, not their values.
+    header = Path(record["log"]).read_text().splitlines()[:3]
+    assert header[2] == "# environment: ANSIBLE_CONFIG MCP_B MCP_EQ MCP_N MCP_NOTE PATH" and not any("`x`" in line for line in header), header
