@@ -56,12 +56,13 @@ UNIT_DIR = "/etc/systemd/system"
 UNITS = (f"{UNIT_DIR}/{SERVICE}", f"{UNIT_DIR}/{TIMER}")
 WANTS_LINK = f"{UNIT_DIR}/timers.target.wants/{TIMER}"
 WRAPPER = "/usr/local/sbin/mcp-mtls-rotate"
+SETTINGS = WRAPPER + ".json"  # the wrapper's settings (command, environment, limits), root 0600
 LOG_DIR = "/var/log/mcp-mtls-rotate"
 LAST_RUN = f"{LOG_DIR}/last-run.json"
 LOCK = "/run/mcp-mtls-rotate.lock"
 STAMP = f"/var/lib/systemd/timers/stamp-{TIMER}"
 CRON_FILE = "/etc/cron.d/mcp-mtls-rotate"
-OURS = (ROOT, STATE, *UNITS, WANTS_LINK, WRAPPER, LOG_DIR, LOCK, STAMP, CRON_FILE)
+OURS = (ROOT, STATE, *UNITS, WANTS_LINK, WRAPPER, SETTINGS, LOG_DIR, LOCK, STAMP, CRON_FILE)
 
 # How the test runs ansible on the host: the job inherits ANSIBLE_CONFIG (the installing run's config file).
 HOST_ENV = ["env", f"ANSIBLE_CONFIG={CONFIG}", "ANSIBLE_NOCOLOR=1", "ANSIBLE_FORCE_COLOR=0", "LC_ALL=C.UTF-8",
@@ -231,7 +232,7 @@ def ours_or_nothing():
     present = [path for path in OURS if exists(path)]
     if not present:
         return
-    for path in (WRAPPER, LAST_RUN, f"{UNIT_DIR}/{SERVICE}"):
+    for path in (SETTINGS, LAST_RUN, f"{UNIT_DIR}/{SERVICE}"):
         if exists(path) and sh(q("grep", "-qsF", "-e", f"{ROOT}/", "-e", f"{STATE}/", path), ok=(0, 1)).rc != 0:
             pytest.fail(f"{GATEWAY} already has a rotation schedule that is not this test's ({path}): not touching it")
     say(f"removing the leftovers of an earlier run: {present}")
@@ -247,7 +248,7 @@ def cleanup():
             say(f"cleanup: state absent failed (rc {res.rc}), removing by hand:\n{(res.stdout + res.stderr)[-2000:]}")
     sh(q("systemctl", "stop", TIMER, SERVICE), ok=None)
     sh(q("systemctl", "disable", TIMER), ok=None)
-    sh(q("rm", "-rf", "--", *UNITS, WANTS_LINK, WRAPPER, CRON_FILE, LOCK, STAMP, LOG_DIR, ROOT, STATE))
+    sh(q("rm", "-rf", "--", *UNITS, WANTS_LINK, WRAPPER, SETTINGS, CRON_FILE, LOCK, STAMP, LOG_DIR, ROOT, STATE))
     sh(f"rm -rf -- {WHEELS_TMP_PREFIX}*")
     sh("systemctl daemon-reload")
     sh(q("systemctl", "reset-failed", SERVICE, TIMER), ok=None)
@@ -367,9 +368,11 @@ def test_auto_mode_installs_a_running_timer_on_a_systemd_host(controller):
     assert not exists(CRON_FILE), "auto mode on a systemd host must not install the cron job"
     wrapper = HOST.file(WRAPPER)
     assert wrapper.is_file and (wrapper.user, wrapper.mode) == ("root", 0o750)
-    body = wrapper.content_string
-    assert f"  {VENV}/bin/ansible-playbook\n  -i\n  {INVENTORY}\n  {CHECK}\n)" in body, body
-    assert f"ANSIBLE_CONFIG={CONFIG}" in body, "the job must use the installing run's config file"
+    settings_file = HOST.file(SETTINGS)
+    assert settings_file.is_file and (settings_file.user, settings_file.mode) == ("root", 0o600)
+    settings = json.loads(settings_file.content_string)
+    assert settings["command"] == [f"{VENV}/bin/ansible-playbook", "-i", INVENTORY, CHECK], settings
+    assert settings["environment"]["ANSIBLE_CONFIG"] == CONFIG, "the job must use the installing run's config file"
 
     # Enabled, active, with the settings the template asked for.
     assert sh(q("systemctl", "is-enabled", TIMER)).stdout.strip() == "enabled"
@@ -459,7 +462,8 @@ def test_a_failing_scheduled_run_fails_the_unit_and_is_recorded(controller):
     first_log = last_run()["log"]
     res = apply_schedule(rotate_schedule_extra_args=["-e", "check_threshold_days=100000"])
     say(f"role with extra args: changed={res.changed} in {res.seconds:.1f} s: {res.changed_tasks}")
-    assert res.changed >= 1 and "  -e\n  check_threshold_days=100000\n)" in HOST.file(WRAPPER).content_string
+    assert res.changed >= 1, res.stdout[-3000:]
+    assert json.loads(HOST.file(SETTINGS).content_string)["command"][-2:] == ["-e", "check_threshold_days=100000"]
 
     time.sleep(1.1)  # the run logs are named by the second
     run = start_service()
@@ -497,7 +501,7 @@ def test_state_absent_removes_the_schedule_and_keeps_the_logs(controller):
     say(f"role state absent: changed={res.changed} in {res.seconds:.1f} s: {res.changed_tasks}")
     assert res.changed >= 3, res.stdout[-3000:]  # timer stopped/disabled, units removed, wrapper removed
 
-    for path in (*UNITS, WANTS_LINK, WRAPPER, CRON_FILE):
+    for path in (*UNITS, WANTS_LINK, WRAPPER, SETTINGS, CRON_FILE):
         assert not exists(path), path
     timers = sh("systemctl list-timers --all --no-legend").stdout
     assert TIMER not in timers, timers
