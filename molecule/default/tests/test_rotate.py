@@ -7,6 +7,7 @@ counted. The numbers are printed (pytest -s or the molecule log) and recorded in
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -28,8 +29,14 @@ STOP, SUMMARY = "/tmp/rotate-loop.stop", "/tmp/rotate-loop.json"
 INTERVAL_S, CALL_TIMEOUT_S, GAP_BOUND_S = 0.2, 6.0, 12.0
 
 
+# profile_tasks stamps every task with the wall clock: a failed call of the probe loop is then placed in the
+# rotation's timeline (Loop.report), which is what a rare failure needs to be understood.
+TASK_STAMP = re.compile(r"^\w+ (\d{2} \w+ \d{4})\s+(\d{2}:\d{2}:\d{2}) ([+-]\d{4}) \(")
+
+
 def rotate(*args, timeout=2400):
-    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0")
+    env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
+               ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks")
     cmd = [str(REPO / ".venv/bin/ansible-playbook"), "-i", env["MOLECULE_INVENTORY_FILE"],
            str(REPO / "playbooks/rotate.yml"), *args]
     started = time.monotonic()
@@ -51,6 +58,37 @@ def changed_tasks(out):
         elif line.startswith("changed: [") and task:
             found.append("%s: %s" % (task, line[len("changed: "):].split("]", 1)[0] + "]"))
     return found
+
+
+def timeline(out):
+    """[(epoch seconds, host-less task name)] of a rotate.yml run's tasks, from profile_tasks' stamps."""
+    events, task = [], None
+    for line in out.splitlines():
+        if line.startswith(("TASK [", "RUNNING HANDLER [", "PLAY [")):
+            task = line.split("[", 1)[1].rsplit("]", 1)[0]
+            continue
+        match = TASK_STAMP.match(line)
+        if match and task:
+            when = datetime.datetime.strptime(" ".join(match.groups()), "%d %B %Y %H:%M:%S %z")
+            events.append((when.timestamp(), task))
+            task = None
+    return events
+
+
+def placed(summary, out):
+    """Each failed call of the loop SUMMARY with the rotation task that was running then (from OUT)."""
+    start = datetime.datetime.strptime(summary["started_at"], "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+    events = timeline(out)
+    lines = []
+    for name, plugin in summary["plugins"].items():
+        for failure in plugin["failures"]:
+            at = start + failure["t"]
+            running = [task for when, task in events if when <= at + 0.5]
+            lines.append("%s t=%.1f s (%s UTC) during %r: %s" % (
+                name, failure["t"], time.strftime("%H:%M:%S", time.gmtime(at)), running[-1] if running else "?",
+                failure["error"]))
+    return "\n".join(lines)
 
 
 def served():
@@ -88,7 +126,7 @@ class Loop:
         self.summary = json.loads(out) if out.strip() else None
         return False
 
-    def report(self, what):
+    def report(self, what, out=""):
         """Print the figures, then assert, for every plugin: it was watched without a watcher error, calls
         were made all along (at least a quarter of the interval's pace), none failed, and the longest
         gap without a successful call stayed within GAP_BOUND_S."""
@@ -103,7 +141,7 @@ class Loop:
         for name, p in plugins.items():
             assert p["error"] is None, f"{what}: the watcher of {name} ended on an error: {p['error']}"
             assert p["calls"] >= least, f"{what}: {name} made {p['calls']} calls in {self.summary['duration_s']} s (< {least})"
-            assert p["failed"] == 0, f"{what}: {name} failed {p['failed']} calls: {p['failures']}"
+            assert p["failed"] == 0, f"{what}: {name} failed {p['failed']} calls:\n{placed(self.summary, out)}"
             assert p["longest_gap_s"] <= GAP_BOUND_S, f"{what}: {name} went {p['longest_gap_s']} s without a successful call"
 
 
@@ -117,7 +155,7 @@ def test_leaf_rotation_when_certificates_enter_the_window_refuses_no_call():
     with Loop() as loop:
         run = rotate("-e", "pki_cert_days=900", "-e", "pki_renew_before_days=850")
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    loop.report("leaf rotation (window)")
+    loop.report("leaf rotation (window)", run.stdout)
     after = served()
     assert after == controller_leaves()
     assert all(after[name] != before[name] for name in PLUGINS), (before, after)
@@ -225,7 +263,7 @@ def test_ca_rotation_with_overlapping_trust_refuses_no_call_and_is_idempotent():
     with Loop() as loop:
         run = rotate("-e", "rotate_force=ca")
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    loop.report("CA rotation")
+    loop.report("CA rotation", run.stdout)
     new_ca = controller_fingerprint(PKI / "ca/ca.crt")
     assert new_ca != old_ca
     assert not (PKI / "ca/rotation.json").exists() and not (PKI / "ca/next").exists()
