@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import socket
 import ssl
 import subprocess
@@ -263,6 +264,25 @@ def test_plugins_from_the_inventory(tmp_path):
     sans = cert(tmp_path / "certs/mcp/plugins/Beta/server.crt").extensions.get_extension_for_class(
         x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
     assert "p2.example.test" in sans
+
+
+def test_the_controller_side_never_runs_under_become(tmp_path):
+    """Fleet inventories set ansible_become: true for the hosts; the PKI work is delegated to the controller and
+    must run as the controller user, not under sudo there. The hosts here demand become with a become program
+    that always fails, to another user (become to the user one already is would be skipped), and an address
+    nothing answers on: any task that used become, or reached the host, fails."""
+    inv = tmp_path / "hosts.yml"
+    become = {"ansible_connection": "ssh", "ansible_host": "192.0.2.1", "ansible_become": True,
+              "ansible_become_exe": "/bin/false", "ansible_become_method": "sudo", "ansible_become_user": "nobody"}
+    # The controller is in the inventory too (local connection), as many users list it: group all's
+    # ansible_become then applies to it.
+    inv.write_text(yaml.safe_dump({"all": {"vars": become, "hosts": {"localhost": {
+        "ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}},
+        "children": {"mcp_plugin_servers": {"hosts": {"p1": {"plugin_server_plugins": [{"name": "Alpha", "port": 8000}]}}}}}}))
+    res = run_playbook(PLAYBOOKS / "pki_inventory.yml", {"pki_dir": str(tmp_path / "certs/mcp"), **FAST},
+                       inventory=inv, args=["--limit", "p1"])
+    assert res.rc == 0 and res.changed("p1") == 2, res.out
+    assert (tmp_path / "certs/mcp/plugins/Alpha/server.key").stat().st_uid == os.getuid()
 
 
 @pytest.mark.parametrize("plugins, needle", [
