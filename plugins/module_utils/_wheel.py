@@ -29,6 +29,9 @@ ENTRY_POINTS = {
     "mcp-mtls-probe": "mcp_mtls_host.probe:main",
     "mcp-plugin-launcher": "mcp_mtls_host.launcher:main",
 }
+# Modules of the package that run on the controller only (the scheduled rotation's wrapper, installed by role
+# rotate_schedule): left out of the wheel, so a change to them restarts no service on the hosts.
+CONTROLLER_ONLY = ("mcp_mtls_host/rotate.py",)
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 _VERSION = re.compile(r'^__version__\s*=\s*"([0-9][0-9A-Za-z.]*)"\s*$', re.M)
 
@@ -44,9 +47,9 @@ def _sources(src):
     for folder, dirs, files in os.walk(src):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in files:
-            if name.endswith(".py"):
-                path = os.path.join(folder, name)
-                rel = os.path.relpath(path, os.path.dirname(src)).replace(os.sep, "/")
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, os.path.dirname(src)).replace(os.sep, "/")
+            if name.endswith(".py") and rel not in CONTROLLER_ONLY:
                 with open(path, "rb") as handle:
                     found.append((rel, handle.read()))
     if not found:

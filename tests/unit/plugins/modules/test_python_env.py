@@ -44,6 +44,7 @@ def test_wheel_record_matches_its_content(wheel):
         record = archive.read(next(n for n in names if n.endswith("/RECORD"))).decode().splitlines()
         assert "mcp_mtls_host/launcher.py" in names and "mcp_mtls_host/probe.py" in names
         assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+        assert "mcp_mtls_host/rotate.py" not in names  # the controller's wrapper restarts nothing on the hosts
         listed = {line.split(",")[0] for line in record if line}
         assert listed == set(names)
         entry_points = archive.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
