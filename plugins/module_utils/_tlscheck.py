@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 
 from ansible.module_utils.urls import open_url
 
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._plan import health_port as plan_health_port
+
 TIMEOUT = 10
 HEALTH_TIMEOUT = 3
 HOSTNAME_MISMATCH = 62  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH
@@ -213,7 +215,7 @@ def remote(url, client, foreign=None, health_port=None):
                            f"{server_refusal}, for a TLS 1.2 ClientHello offering only CBC and RSA-key-exchange suites "
                            "(TLS 1.2 control succeeds)", refused, control, version=ssl.TLSVersion.TLSv1_2, ciphers=WEAK_TLS12_SUITES, **mine))
 
-    health = health_port or port + 1000
+    health = health_port or plan_health_port(port)
     expected = f"no TCP connection to port {health} (refused or timed out) at the address where the mTLS request succeeds"
     if twin:
         closed, seen = connection_refused(twin, health)
