@@ -43,3 +43,13 @@ def test_missing_certificate_fails_the_check(tmp_path):
     (tmp_path / "certs/mcp/plugins/Two/server.crt").unlink()
     res = run_playbook(CHECK, {"pki_dir": str(tmp_path / "certs/mcp")})
     assert res.rc != 0 and "Two" in res.out and "MISSING" in res.out, res.out
+
+
+def test_default_threshold_is_half_the_renewal_window(tmp_path):
+    """Certificates with 20 days left are inside the renewal window (30 days: the scheduled rotation renews
+    them) but not yet an alert; with a 50-day window the default threshold is 25 days and they are."""
+    make_tree(tmp_path, 20)
+    inside_window = run_playbook(CHECK, {"pki_dir": str(tmp_path / "certs/mcp")})
+    assert inside_window.rc == 0 and "threshold 15 days" in inside_window.out, inside_window.out
+    wider = run_playbook(CHECK, {"pki_dir": str(tmp_path / "certs/mcp"), "pki_renew_before_days": 50})
+    assert wider.rc != 0 and "[expiring]" in wider.out and "threshold 25 days" in wider.out, wider.out
