@@ -722,6 +722,8 @@ PREFLIGHT_CASES = {
            "plugin Alpha", "also used by Beta"),
         pf("ps-pki_dir-absent", {"plugin_server_pki_dir": "/nonexistent/fault"}, "Assert the certificate tree exists",
            "/nonexistent/fault/plugins/Alpha/"),
+        pf("ps-plugins-empty-would-empty-the-host", {"plugin_server_plugins": []}, "Refuse to empty the host",
+           "plugin_server_plugins is empty", "plugin_server_remove_all: true"),
     ]),
     "gateway": count("gateway preflight", [
         pf("gw-user-shell", {"gateway_user": SHELL}, GW_SETTINGS, "gateway_user", SHELL),
