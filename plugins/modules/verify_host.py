@@ -62,7 +62,7 @@ options:
   loaded_from:
     description:
       - The config folder of the plugin instances (C(plugin_server_config_dir)). Also checks that each of O(local_plugins)
-        runs with exactly the deployed files (C(runs_with_deployed_files)): the checksums its unit recorded at start in
+        runs with exactly the deployed files (C(runs_with_deployed_files)), that is, the checksums its unit recorded at start in
         O(loaded_state_dir)/NAME/loaded.sha256 match the files in O(loaded_from)/NAME.
     type: path
   loaded_state_dir:
@@ -89,7 +89,7 @@ options:
         default: the controller's copy
   gateway_loaded:
     description:
-      - The gateway service runs with exactly the deployed files (C(gateway_runs_with_deployed_files)): the checksums
+      - The gateway service runs with exactly the deployed files (C(gateway_runs_with_deployed_files)), that is, the checksums
         its unit recorded at start match the files of O(gateway_loaded.config_dir).
     type: dict
     suboptions:
