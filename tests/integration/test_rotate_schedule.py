@@ -149,7 +149,7 @@ def test_wrapper_runs_the_playbook_records_it_and_the_role_is_idempotent_then_re
     took = time.time() - t0
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # stdout carries the playbook's output (what journald keeps under systemd)
-    assert "PLAY RECAP" in proc.stdout and "All 3 certificates valid for more than 30 days" in proc.stdout
+    assert "PLAY RECAP" in proc.stdout and "All 3 certificates valid for more than 15 days" in proc.stdout
 
     rec = last_run(base)
     assert rec["status"] == "ok" and rec["rc"] == 0, rec

@@ -12,7 +12,7 @@ import json
 import subprocess
 
 from molecule_support import (GATEWAY, PKI, PLUGIN_HOSTS, PLUGINS, REPORT, controller_leaves, fingerprint, host, network_aliases,
-                              main_pid, playbook, recap, served, start_container, stop_container)
+                              forget_neighbours, main_pid, playbook, recap, served, start_container, stop_container)
 
 DOWN, UP = "mcp-mol-plug2", "mcp-mol-plug1"
 GATEWAY_FILES = "/etc/mcpgateway/plugins.yaml /etc/mcpgateway/tls/client.crt /etc/mcpgateway/tls/ca.crt"
@@ -112,6 +112,7 @@ def test_site_with_a_plugin_host_cut_off_from_the_gateway_leaves_the_gateway_and
         assert served().keys() == set(PLUGIN_HOSTS[UP])
     finally:
         subprocess.run(["podman", "network", "connect", *aliases, "mcp-molecule", DOWN], check=True, capture_output=True)
+        forget_neighbours()
     rerun = playbook("site.yml")
     assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-2000:]
     assert served() == controller_leaves()

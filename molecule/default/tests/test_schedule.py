@@ -432,7 +432,7 @@ def test_the_service_runs_the_installed_check_playbook(controller):
 
     journal = run.journal
     assert "PLAY [Check the expiry of every MCP mTLS certificate]" in journal, journal[-3000:]
-    assert "All 3 certificates valid for more than 30 days" in journal, journal[-3000:]
+    assert "All 3 certificates valid for more than 15 days" in journal, journal[-3000:]
     assert "Plugin a: expires" in journal, journal[-3000:]
     assert "PLAY RECAP" in journal, journal[-3000:]
     recap = recaps(journal)
