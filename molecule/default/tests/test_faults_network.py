@@ -100,6 +100,9 @@ def test_rotate_with_a_plugin_host_down_stops_there_and_a_rerun_resumes():
 
 def test_site_with_a_plugin_host_cut_off_from_the_gateway_leaves_the_gateway_and_a_rerun_completes():
     aliases = [arg for alias in network_aliases(DOWN) for arg in ("--alias", alias)]
+    # Back on the same address, as a host whose link went down and up again (and so no stale DNS answer).
+    address = subprocess.run(["podman", "inspect", "-f", '{{ (index .NetworkSettings.Networks "mcp-molecule").IPAddress }}',
+                              DOWN], check=True, capture_output=True, text=True).stdout.strip()
     gw_before = gateway_state()
     subprocess.run(["podman", "network", "disconnect", "mcp-molecule", DOWN], check=True, capture_output=True)
     try:
@@ -111,7 +114,8 @@ def test_site_with_a_plugin_host_cut_off_from_the_gateway_leaves_the_gateway_and
         assert gateway_state() == gw_before
         assert served().keys() == set(PLUGIN_HOSTS[UP])
     finally:
-        subprocess.run(["podman", "network", "connect", *aliases, "mcp-molecule", DOWN], check=True, capture_output=True)
+        subprocess.run(["podman", "network", "connect", "--ip", address, *aliases, "mcp-molecule", DOWN], check=True,
+                       capture_output=True)
         forget_neighbours()
     rerun = playbook("site.yml")
     assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-2000:]
