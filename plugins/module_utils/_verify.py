@@ -66,6 +66,8 @@ def probe_summary(line):
     if not isinstance(line, dict):
         raise PlanError(f"probe_summary: expected a parsed probe line, got {line!r}")
     where = ("%s %s" % (line.get("name") or "config", line.get("url") or "")).strip()
+    if line.get("new") is True:
+        return "%s: new, %s (the gateway's own rollout adds it and calls it)" % (where, line.get("error"))
     if line.get("ok") is True:
         return "%s: ok, %s, %s ms, hook %s, server cert sha256 %s" % (
             where, line.get("tls_version"), line.get("latency_ms"), line.get("hook") or "none",
@@ -94,7 +96,8 @@ def gate_problems(lines, names, expected, stale=(), stderr="", checks=()):
     LINES: parsed probe lines; NAMES: the host's plugins; EXPECTED: certificate_info results of the
     controller's server certificates (same order as NAMES); STALE: instances not running with the
     deployed files. Each plugin must answer over mTLS (TLS 1.2+), be served exactly the controller's
-    certificate, and run with the deployed files. CHECKS: records of module verify_host on the plugin host
+    certificate, and run with the deployed files; a plugin that the gateway's config does not list yet (a probe line
+    with "new": true, a plugin just added) is gated by the gateway's rollout, which adds it and calls it. CHECKS: records of module verify_host on the plugin host
     (local_plugins, loaded_from); a failed one is a problem, a failed runs_with_deployed_files marks its plugin stale.
     """
     names = list(names or [])
@@ -114,6 +117,8 @@ def gate_problems(lines, names, expected, stale=(), stderr="", checks=()):
             detail = " ".join(str(stderr or "").split())[:300]
             problems.append("%s: no answer from the probe%s" % (name, (": " + detail) if detail else ""))
             continue
+        if line.get("new") is True:
+            continue  # the gateway's config does not list it yet: its gate is the gateway's rollout, which comes last
         if line.get("ok") is not True:
             problems.append(probe_summary(line))
             continue

@@ -73,6 +73,12 @@ def parse_args(argv):
     )
     parser.add_argument("--no-env-file", action="store_true", help="do not read any env file")
     parser.add_argument("--plugin", action="append", default=[], metavar="NAME", help="probe only this plugin (repeatable)")
+    parser.add_argument(
+        "--new-ok",
+        action="store_true",
+        help="a --plugin that the config does not list yet is reported as new (one JSON line, \"new\": true), not as an "
+        "error (also set by MCP_MTLS_PROBE_NEW_OK=1)",
+    )
     parser.add_argument("--timeout", type=float, default=15.0, help="seconds per plugin (default: %(default)s)")
     parser.add_argument("--no-hook", action="store_true", help="stop after MCP initialize + get_plugin_config")
     parser.add_argument(
@@ -116,8 +122,13 @@ def parse_args(argv):
             parser.error("--fingerprint-every and --reload-grace cannot be negative")
         if args.no_hook or args.check_config:
             parser.error("--loop calls a hook: it cannot be combined with --no-hook or --check-config")
+        if args.new_ok:
+            parser.error("--new-ok is for one-shot probes: --loop watches the plugins the config lists")
         if not args.timeout > 0:
             parser.error("--timeout needs a positive number of seconds")
+    # The environment form is for callers that may meet an older probe (a rollout gates the plugin hosts before it
+    # upgrades the gateways' probe): an older probe ignores the variable where it would refuse an unknown option.
+    args.new_ok = args.new_ok or (args.loop is None and os.environ.get("MCP_MTLS_PROBE_NEW_OK") == "1")
     return args
 
 
@@ -311,9 +322,17 @@ def main(argv=None):
     if args.plugin:
         known = {p.name for p in plugins}
         missing = [name for name in args.plugin if name not in known]
-        if missing:
+        if missing and not args.new_ok:
             return fail_config("plugin(s) not in %s: %s" % (config_path, ", ".join(missing)))
+        for name in missing:
+            # A plugin added to the plan that this gateway's config does not list yet (a rollout reaches the
+            # gateways last): nothing to call, and no failure; the caller decides what a new plugin means.
+            res = result_template(name, None)
+            res.update(ok=None, new=True, stage="config", error="not in %s yet" % config_path)
+            emit(res)
         plugins = [p for p in plugins if p.name in args.plugin]
+        if missing and not plugins:
+            return 0
     if not plugins:
         return fail_config("no kind: external plugins in %s" % config_path)
     if args.loop is not None:

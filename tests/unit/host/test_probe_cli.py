@@ -100,6 +100,33 @@ def test_main_reports_config_errors_in_the_mode_asked(tmp_path, monkeypatch, cap
     assert json.loads(out)["loop"] is True and summary.read_text() == out
 
 
+def test_new_ok_reports_plugins_the_config_does_not_list_yet(tmp_path, monkeypatch, capsys):
+    """--new-ok: a --plugin the gateway's config does not list yet (a rollout reaches the gateways last) gives one
+    line with "new": true and no failure; the listed ones are still probed; without --new-ok it is an error."""
+    monkeypatch.chdir(tmp_path)
+    config = str(tmp_path / "plugins.yaml")
+    listed = [type("Plugin", (), {"name": "Old"})()]
+    monkeypatch.setattr(configcheck, "load_config", lambda path, env=None: (None, object()))
+    monkeypatch.setattr(configcheck, "external_plugins", lambda loaded: listed)
+    probed = []
+
+    async def fake_probe_all(plugins, args):
+        probed.append([p.name for p in plugins])
+        return [dict(probe.result_template(p.name, "https://x/mcp"), ok=True) for p in plugins]
+
+    monkeypatch.setattr(probe, "probe_all", fake_probe_all)
+    assert probe.main(["--config", config, "--no-env-file", "--plugin", "Old", "--plugin", "New"]) == 2
+    assert json.loads(capsys.readouterr().out)["error"] == "plugin(s) not in %s: New" % config and probed == []
+    assert probe.main(["--config", config, "--no-env-file", "--plugin", "Old", "--plugin", "New", "--new-ok"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(line["name"], line["ok"], line.get("new")) for line in lines] == [("New", None, True), ("Old", True, None)]
+    assert lines[0]["error"] == "not in %s yet" % config and probed == [["Old"]]
+    # Only new plugins: nothing to probe, exit 0; the environment form (for callers that may meet an older probe).
+    monkeypatch.setenv("MCP_MTLS_PROBE_NEW_OK", "1")
+    assert probe.main(["--config", config, "--no-env-file", "--plugin", "New"]) == 0
+    assert json.loads(capsys.readouterr().out)["new"] is True and probed == [["Old"]]
+
+
 # ---------------------------------------------------------------- command line
 
 
@@ -121,6 +148,7 @@ def test_cli_defaults_keep_the_one_shot_mode():
         ["--loop", "10", "--no-hook"],
         ["--loop", "10", "--check-config"],
         ["--loop", "10", "--fingerprint-every", "-1"],
+        ["--loop", "10", "--new-ok"],
     ],
 )
 def test_cli_usage_errors(argv, capsys):

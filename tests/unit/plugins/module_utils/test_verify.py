@@ -64,6 +64,17 @@ def test_gate_problems_name_the_plugin(lines, stale, needle):
     assert len(problems) == 1 and needle in problems[0] and problems[0].startswith("A")
 
 
+def test_gate_leaves_a_plugin_the_gateway_does_not_list_yet_to_the_gateways_rollout():
+    new = {"name": "B", "ok": None, "new": True, "stage": "config", "error": "not in /etc/mcpgateway/plugins.yaml yet"}
+    expected = [{"fingerprint_sha256": FP}, {"fingerprint_sha256": FP}]
+    assert inv.gate_problems([GOOD, new], ["A", "B"], expected) == []
+    assert inv.probe_summary(new) == ("B: new, not in /etc/mcpgateway/plugins.yaml yet (the gateway's own rollout adds it "
+                                      "and calls it)")
+    # New on the gateway side does not excuse the plugin host: an instance not running its files still fails.
+    assert inv.gate_problems([GOOD, new], ["A", "B"], expected, ["B"]) == [
+        "B does not run with the deployed files (restart mcp-plugin@B)"]
+
+
 def test_gate_problems_from_the_host_records():
     checks = [{"check": "health_answers_on_loopback", "target": "A", "ok": False, "seen": "exit 7: 000"},
               {"check": "mtls_port_listening", "target": "A", "ok": True, "seen": "['*']"},
