@@ -162,10 +162,13 @@ def converge(params, run_command, check_mode=False, diff=False):
             reasons.append("%s changed" % path)
     loaded = params.get("loaded") or {}
     if not reasons and loaded.get("record") and os.path.exists(loaded["record"]):
-        # No record: the gateway does not run (starting it is the caller's part).
         why = loaded_differs(config_dir, loaded["record"], tuple(loaded.get("files") or ()))
         if why:
             reasons.append(why)
+    elif not reasons and loaded.get("record") and loaded.get("required"):
+        # A gateway that runs without our unit: nothing recorded what it loaded.
+        reasons.append("no record of what the gateway loaded (%s)" % loaded["record"])
+    # Otherwise no record: the gateway does not run (starting it is the caller's part).
     result = {
         "changed": bool(host.changed),
         "changed_paths": host.changed,

@@ -158,13 +158,23 @@ options:
     description: The gateway's unit, whose state is returned in RV(unit_state) (read only).
     type: str
   loaded:
-    description: What the running gateway loaded, recorded by its unit at start.
+    description:
+      - What the running gateway loaded, recorded by its unit at start (or, for a gateway this collection does not run,
+        by role gateway after its restart command).
     type: dict
     suboptions:
       record:
-        description: The C(sha256sum) output the unit wrote (paths relative to O(config_dir)). Missing = not running.
+        description:
+          - The C(sha256sum) output the unit wrote (paths relative to O(config_dir)). Missing = not running, unless
+            O(loaded.required).
         type: path
         required: true
+      required:
+        description:
+          - A missing record is a reason to restart (RV(reasons)): the gateway runs, but nothing recorded what it loaded
+            (a gateway that this collection does not start).
+        type: bool
+        default: false
       files:
         description: The files it records, relative to O(config_dir).
         type: list
@@ -276,6 +286,7 @@ def main():
             "unit": {"type": "str"},
             "loaded": {"type": "dict", "options": {
                 "record": {"type": "path", "required": True},
+                "required": {"type": "bool", "default": False},
                 "files": {"type": "list", "elements": "str", "required": True},
             }},
         },

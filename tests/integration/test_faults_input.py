@@ -579,6 +579,7 @@ ARGSPEC_CASES = {
         rc_("ps-restart_sec-str", {"plugin_server_restart_sec": "soon"}, "plugin_server_restart_sec"),
         rc_("ps-health_timeout-dict", {"plugin_server_health_timeout": {"a": 1}}, "plugin_server_health_timeout"),
         rc_("ps-remove_absent-not-bool", {"plugin_server_remove_absent": "x"}, "plugin_server_remove_absent"),
+        rc_("ps-remove_deferred-not-bool", {"plugin_server_remove_deferred": "x"}, "plugin_server_remove_deferred"),
         rc_("ps-tls_min_version-tls11", {"plugin_server_tls_min_version": "TLSv1.1"}, "plugin_server_tls_min_version"),
     ]),
     "gateway": count("gateway argument_specs", [
@@ -587,6 +588,7 @@ ARGSPEC_CASES = {
         rc_("gw-mtls_settings_in-choice", {"gateway_mtls_settings_in": "toml"}, "gateway_mtls_settings_in"),
         rc_("gw-log_level-choice", {"gateway_log_level": "TRACE"}, "gateway_log_level"),
         rc_("gw-env_extra-list", {"gateway_env_extra": [1]}, "gateway_env_extra"),
+        rc_("gw-restart_command-dict", {"gateway_restart_command": {"a": 1}}, "gateway_restart_command"),
         rc_("gw-plugins-port-str", {"gateway_plugins": [dict(GW_PLUGIN, port="x")]}, "'port'", "gateway_plugins"),
         rc_("gw-plugins-mode-choice", {"gateway_plugins": [dict(GW_PLUGIN, mode="fast")]}, "mode", "fast", "gateway_plugins"),
         rc_("gw-plugins-name-missing", {"gateway_plugins": [{"port": 8000}]}, "name", "gateway_plugins"),
@@ -746,6 +748,10 @@ PREFLIGHT_CASES = {
            "/nonexistent/fault/gateway/client.key is missing"),
         pf("gw-install-port-80", {"gateway_install": True, "gateway_port": 80}, "Assert that the settings fit together", "gateway_port must be >= 1024"),
         pf("gw-passphrase-jinja", {}, "Assert that the settings fit together", "Jinja opening brace"),
+        pf("gw-restart_command-with-install", {"gateway_install": True, "gateway_restart_command": ["/bin/true"]},
+           "Assert that the settings fit together", "gateway_restart_command is for a gateway this collection does not install"),
+        pf("gw-loaded_record-relative", {"gateway_loaded_record": "var/x.sha256"}, "Assert that the settings fit together",
+           'gateway_loaded_record must be an absolute path (got "var/x.sha256")'),
     ]),
 }
 

@@ -106,6 +106,21 @@ def test_a_gateway_running_with_other_files_restarts_and_none_running_does_not(g
     assert not result["changed"]
 
 
+def test_a_gateway_we_do_not_run_needs_a_record_of_what_it_loaded(gateway):
+    """loaded.required (a gateway this collection does not start): no record is a reason to restart it, and so is a
+    record of other files; a matching record is not."""
+    params = gateway()
+    params["loaded"]["required"] = True
+    G.converge(params, run_command)
+    result = G.converge(params, run_command)
+    assert result["restart"] and result["reasons"] == ["no record of what the gateway loaded (%s)" % params["loaded"]["record"]]
+    _record_loaded(params)
+    assert not G.converge(params, run_command)["restart"]
+    params["tls"] = dict(params["tls"], cert=CERT.replace("BBBB", "EEEE"))
+    assert G.converge(params, run_command)["reasons"] == ["TLS files changed"]
+    assert G.converge(params, run_command)["reasons"] == ["runs with another tls/client.crt than deployed"]
+
+
 def test_a_file_whose_check_fails_is_not_replaced(gateway, tmp_path):
     checker = tmp_path / "check.py"
     # Like cpex's loader, the check needs the TLS files the config names: the set is deployed before the files.
