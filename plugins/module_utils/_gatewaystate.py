@@ -25,6 +25,7 @@ import tempfile
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._errors import PKIError
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._hoststate import HostFiles, loaded_differs
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._io import fix_attributes, read_bytes
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._prereq import require
 
 TLS_FILES = (("client.key", "key"), ("client.crt", "cert"), ("ca.crt", "ca"))
 _PEM_CERT = "-----BEGIN CERTIFICATE-----"
@@ -120,6 +121,8 @@ def _text(data):
 def converge(params, run_command, check_mode=False, diff=False):
     """Bring the host to PARAMS (the module's options, owners resolved to uid/gid). Returns the module result;
     with DIFF a before/after of each changed file whose content was given in the clear (never a secret's)."""
+    # The host's programs first (option prerequisites): a missing one fails here, before anything is written.
+    require(params.get("prerequisites"))
     contents = validate(params)
     host = HostFiles(check_mode)
     reasons, warnings, diffs = [], [], []

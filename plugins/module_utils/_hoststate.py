@@ -34,6 +34,7 @@ from ansible_collections.mcpgateway.mtls.plugins.module_utils._io import (
     write_file,
 )
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._plan import name_problem
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._prereq import require
 
 # A TLS set (a service's key, certificate and CA bundle) lives in DIR/tls.d/ID/, ID derived from the checksums of
 # its files, and DIR/tls is a symlink to it: switching the link switches key, certificate and CA bundle at once, so
@@ -248,6 +249,8 @@ def loaded_differs(folder, state_file, files=LOADED_FILES):
 
 def converge(params, check_mode=False):
     """Bring the host to PARAMS (the module's options). Returns the module result (no file contents)."""
+    # The host's programs first (option prerequisites): a missing one fails here, before anything is written.
+    require(params.get("prerequisites"))
     instances, units = params["instances"], params["units"] or {}
     keys = params["keys"] or {}
     secrets = {name: secret_env(str(value)) for name, value in (params["passphrases"] or {}).items()

@@ -32,6 +32,7 @@ attributes:
     support: full
     details:
       - Reports what would change and whether the gateway would restart; writes nothing and runs no check command.
+        A missing program of O(prerequisites) fails it as it fails a real run.
   diff_mode:
     support: partial
     details:
@@ -171,8 +172,8 @@ options:
         required: true
       required:
         description:
-          - A missing record is a reason to restart (RV(reasons)): the gateway runs, but nothing recorded what it loaded
-            (a gateway that this collection does not start).
+          - A missing record is a reason to restart (RV(reasons)), because the gateway runs but nothing recorded what it
+            loaded (a gateway that this collection does not start).
         type: bool
         default: false
       files:
@@ -180,6 +181,17 @@ options:
         type: list
         elements: str
         required: true
+  prerequisites:
+    description:
+      - Programs that must already be installed on the host (for example V(openssl), V(runuser), V(sha256sum)), by
+        name, looked up in the module's E(PATH), then in C(/usr/sbin) and C(/sbin); or by absolute path.
+      - Checked first, also in check mode. When any is missing the module fails before it changes anything, with
+        one message naming every missing program and the package that provides it on Debian/Ubuntu and on
+        RHEL/Fedora.
+    type: list
+    elements: str
+    default: []
+    version_added: 0.3.0
 seealso:
   - module: mcpgateway.mtls.plugin_host
 """
@@ -199,6 +211,8 @@ EXAMPLES = r"""
         group: mcpgateway
         mode: "0640"
         restart: true
+    # Fails before any change, naming the packages, when one of them is not installed.
+    prerequisites: [openssl, runuser, sha256sum]
   register: __gateway
 
 - name: Restart the gateway
@@ -289,6 +303,7 @@ def main():
                 "required": {"type": "bool", "default": False},
                 "files": {"type": "list", "elements": "str", "required": True},
             }},
+            "prerequisites": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )

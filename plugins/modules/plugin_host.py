@@ -36,7 +36,7 @@ attributes:
     support: full
     details:
       - Reports what would change and which instances would restart or start; writes nothing and runs only
-        C(systemctl show).
+        C(systemctl show). A missing program of O(prerequisites) fails it as it fails a real run.
   diff_mode:
     support: none
   idempotent:
@@ -129,6 +129,18 @@ options:
     description: Reload systemd when a unit changed and enable and start every instance's socket, service and timer.
     type: bool
     default: true
+  prerequisites:
+    description:
+      - Programs that must already be installed on the host (for example V(curl), V(ss), V(sha256sum),
+        V(systemctl)), by name, looked up in the module's E(PATH), then in C(/usr/sbin) and C(/sbin); or by absolute
+        path. Not the O(programs) this module writes.
+      - Checked first, also in check mode. When any is missing the module fails before it changes anything, with
+        one message naming every missing program and the package that provides it on Debian/Ubuntu and on
+        RHEL/Fedora.
+    type: list
+    elements: str
+    default: []
+    version_added: 0.3.0
 """
 
 EXAMPLES = r"""
@@ -145,6 +157,8 @@ EXAMPLES = r"""
         ca: "{{ lookup('ansible.builtin.file', pki_dir ~ '/plugins/guard/ca.crt', rstrip=false) }}"
     keys:
       guard: "{{ lookup('ansible.builtin.file', pki_dir ~ '/plugins/guard/server.key', rstrip=false) }}"
+    # Fails before any change, naming the packages, when one of them is not installed.
+    prerequisites: [curl, ss, sha256sum, systemctl]
   register: __host
 
 - name: Restart what changed
@@ -233,6 +247,7 @@ def main():
             "unit_dir": {"type": "path", "default": "/etc/systemd/system"},
             "state_dir": {"type": "path", "default": "/run/mcp-plugins"},
             "start": {"type": "bool", "default": True},
+            "prerequisites": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=True,
     )

@@ -178,3 +178,26 @@ def test_bad_input_is_refused_before_anything_is_written(gateway, change, needle
     with pytest.raises(PKIError, match=needle):
         G.converge(params, run_command)
     assert os.listdir(params["config_dir"]) == []
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_a_missing_prerequisite_fails_before_anything_is_written(gateway, only_programs, tmp_path, check_mode):
+    """Option prerequisites: checked first, also in check mode (before folders, generated secrets, the TLS set
+    and the files); one error naming every missing program and its packages."""
+    only_programs("sha256sum")
+    params = gateway(prerequisites=["runuser", "sha256sum", "openssl"],
+                     directories=[{"path": str(tmp_path / "state"), "mode": 0o750, "uid": os.getuid(),
+                                   "gid": os.getgid()}])
+    with pytest.raises(PKIError) as error:
+        G.converge(params, run_command, check_mode)
+    assert str(error.value).startswith(
+        "missing on this host: runuser (Debian/Ubuntu: apt install util-linux; RHEL/Fedora: dnf install util-linux), "
+        "openssl (Debian/Ubuntu: apt install openssl; RHEL/Fedora: dnf install openssl). ")
+    assert os.listdir(params["config_dir"]) == [] and not (tmp_path / "state").exists()
+
+
+def test_present_prerequisites_let_the_converge_run(gateway, only_programs):
+    only_programs("runuser", "sha256sum", "openssl")
+    params = gateway(prerequisites=["runuser", "sha256sum", "openssl"])
+    assert G.converge(params, run_command)["changed"]
+    assert not G.converge(params, run_command)["changed"]

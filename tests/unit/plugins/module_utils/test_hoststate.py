@@ -261,3 +261,25 @@ def test_a_tls_set_is_named_by_its_contents():
     assert H.set_id(dict(reversed(list(sums.items())))) == ident  # not the order given
     assert H.set_id(dict(sums, **{"ca.crt": "4" * 64})) != ident
     assert H.set_id(dict(sums, **{"client.crt": sums.pop("server.crt")})) != ident  # names count too
+
+
+@pytest.mark.parametrize("check_mode", [False, True])
+def test_a_missing_prerequisite_fails_before_anything_is_written(host, only_programs, check_mode):
+    """Option prerequisites: checked first, also in check mode; one error naming every missing program and its
+    packages, and the host is left as it was."""
+    only_programs("sha256sum", "systemctl")
+    params = host(prerequisites=["curl", "ss", "sha256sum", "systemctl"])
+    with pytest.raises(PKIError) as error:
+        H.converge(params, check_mode=check_mode)
+    text = str(error.value)
+    assert text.startswith("missing on this host: curl (Debian/Ubuntu: apt install curl; RHEL/Fedora: dnf install "
+                           "curl), ss (Debian/Ubuntu: apt install iproute2; RHEL/Fedora: dnf install iproute). ")
+    assert "sha256sum" not in text.split(". All")[0] and "systemctl" not in text.split(". All")[0]
+    assert not os.path.exists(params["config_dir"]) and os.listdir(params["unit_dir"]) == []
+
+
+def test_present_prerequisites_let_the_converge_run(host, only_programs):
+    only_programs("curl", "ss", "sha256sum", "systemctl")
+    params = host(prerequisites=["curl", "ss", "sha256sum", "systemctl"])
+    assert H.converge(params)["changed"]
+    assert not H.converge(params)["changed"]

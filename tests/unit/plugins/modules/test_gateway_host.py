@@ -94,3 +94,25 @@ def test_directories_and_generated_secrets(run_module, tmp_path):
     secret.unlink()
     failed = run_module("gateway_host", tmp_path, **args)
     assert failed.get("failed") and "exited 3" in failed["msg"] and "Secret-78" not in json.dumps(failed), failed
+
+
+def test_a_missing_prerequisite_fails_before_any_change_also_in_check_mode(run_module, tmp_path, monkeypatch):
+    """Option prerequisites: a PATH holding only a fake sha256sum; curl is missing (the sbin folders the module
+    also searches do not hold it)."""
+    args = _args(tmp_path)
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    (fakebin / "sha256sum").write_text("#!/bin/sh\n")
+    (fakebin / "sha256sum").chmod(0o755)
+    args["prerequisites"] = ["sha256sum", "curl"]
+    args["directories"] = [{"path": str(tmp_path / "state"), "mode": "0750", "owner": ME, "group": MY_GROUP}]
+    monkeypatch.setenv("PATH", str(fakebin))
+    for check in (True, False):
+        result = run_module("gateway_host", tmp_path, check=check, **args)
+        assert result.get("failed") and not result.get("changed"), result
+        assert result["msg"].startswith(
+            "missing on this host: curl (Debian/Ubuntu: apt install curl; RHEL/Fedora: dnf install curl). "), result
+    assert os.listdir(tmp_path / "etc") == [] and not (tmp_path / "state").exists()
+    args["prerequisites"] = ["sha256sum"]
+    result = run_module("gateway_host", tmp_path, **args)
+    assert not result.get("failed") and result["changed"], result

@@ -144,6 +144,39 @@ def test_plugin_host_converges_reports_and_never_returns_keys_or_passphrases(tmp
     assert "S3CRETKEYBYTES" not in logged and "PassPhrase-XYZ" not in logged and "PRIVATE KEY" not in logged
 
 
+def test_plugin_host_fails_on_a_missing_prerequisite_before_any_change_also_in_check_mode(tmp_path, monkeypatch):
+    """Option prerequisites: a PATH holding only a fake systemctl; curl and an unknown program are missing (the
+    sbin folders the module also searches hold neither)."""
+    cert = "-----BEGIN CERTIFICATE-----\nCERT\n-----END CERTIFICATE-----\n"
+    fakebin = tmp_path / "bin"
+    fakebin.mkdir()
+    (fakebin / "systemctl").write_text("#!/bin/sh\necho \"$*\" >> %s\n" % (tmp_path / "systemctl.log"))
+    (fakebin / "systemctl").chmod(0o755)
+    (tmp_path / "units").mkdir()
+    args = {"instances": [{"name": "one", "config": "c\n", "env": "e\n", "socket": "[Socket]\n",
+                           "cert": cert, "ca": cert}],
+            "keys": {"one": "-----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----\n"},
+            "units": {"mcp-plugin@.service": "[Service]\n"},
+            "user": str(os.getuid()), "group": str(os.getgid()), "config_dir": str(tmp_path / "etc"),
+            "unit_dir": str(tmp_path / "units"), "state_dir": str(tmp_path / "run"),
+            "prerequisites": ["systemctl", "curl", "mcp-no-such-tool-4711"]}
+    monkeypatch.setenv("PATH", str(fakebin))
+    for check in (True, False):
+        result = run("plugin_host", tmp_path, check=check, **args)
+        assert result.get("failed") and not result.get("changed"), result
+        assert result["msg"].startswith(
+            "missing on this host: curl (Debian/Ubuntu: apt install curl; RHEL/Fedora: dnf install curl), "
+            "mcp-no-such-tool-4711 (no package known to this collection: install what provides it). "), result
+        assert "systemctl (" not in result["msg"]
+    assert not (tmp_path / "etc").exists() and os.listdir(tmp_path / "units") == []
+    assert not (tmp_path / "systemctl.log").exists()  # not even systemctl show ran
+    (fakebin / "curl").write_text("#!/bin/sh\n")
+    (fakebin / "curl").chmod(0o755)
+    args["prerequisites"] = ["systemctl", "curl"]
+    result = run("plugin_host", tmp_path, **args)
+    assert not result.get("failed") and result["changed"] and result["started"] == ["one"], result
+
+
 # A passphrase with a quote and a backslash: in the str() of a list option they are escaped, so a per-entry no_log
 # value no longer matched the logged text and was written to the journal in clear (the reason for `passphrases`).
 HARD_PASSPHRASE = "it's \"quoted\" \\ back-Secret-77"
