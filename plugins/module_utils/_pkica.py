@@ -163,7 +163,7 @@ def _ca_renew_reasons(cert, spec, now):
                        % (spec.renew_before_days, X.iso(not_after)))
     if X.name_key(cert.subject) != X.name_key(spec.subject):
         reasons.append("subject changed: %s -> %s" % (X.format_name(cert.subject), X.format_name(spec.subject)))
-    if X.lifetime_days(cert) != spec.valid_days:
+    if X.lifetime_days(cert) != spec.valid_days and not getattr(spec, "keep_validity", False):
         reasons.append("validity changed: %d -> %d days" % (X.lifetime_days(cert), spec.valid_days))
     for problem in X.ca_problems(cert):
         reasons.append("CA certificate not strict-valid: %s" % problem)

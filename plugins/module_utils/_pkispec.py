@@ -120,7 +120,7 @@ def _common(values, where):
 def validate_ca(params):
     """Options of the ca module -> Spec. Raises PKIError naming the input."""
     values = dict(COMMON_DEFAULTS, subject=DEFAULT_CA_SUBJECT, passphrase=None, regenerate="never",
-                  lock_timeout=300)
+                  lock_timeout=300, keep_validity=False)
     values.update({k: v for k, v in params.items() if v is not None})
     spec = _common(values, "")
     if values["regenerate"] not in ("never", "always"):
@@ -132,7 +132,7 @@ def validate_ca(params):
     lock_timeout = _lock_timeout(values["lock_timeout"])
     return Spec(key_path=key_path, cert_path=cert_path, subject=X.parse_subject(values["subject"], "subject"),
                 passphrase=values["passphrase"] or None, regenerate=values["regenerate"],
-                lock_timeout=lock_timeout, **spec)
+                lock_timeout=lock_timeout, keep_validity=bool(values["keep_validity"]), **spec)
 
 
 def _lock_timeout(value):

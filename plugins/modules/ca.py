@@ -16,7 +16,7 @@ description:
     (corrupt, encrypted without O(passphrase), wrong passphrase) or that does not match the CA
     certificate is an error naming the file.
   - The CA certificate is renewed with the same key when it expires within O(renew_before_days), when
-    O(subject) or O(valid_days) changed, or when it lacks the extensions above (for example a CA made by
+    O(subject) or O(valid_days) changed (unless O(keep_validity)), or when it lacks the extensions above (for example a CA made by
     the upstream Makefile). Leaves signed by the old certificate stay valid, as the name and key are the same.
 author:
   - mcpgateway.mtls developers (@mcpgateway)
@@ -58,6 +58,14 @@ options:
       - Passphrase that encrypts the CA private key (PKCS#8, best available encryption).
       - When set and the existing key is not encrypted, the same key is written again, encrypted.
     type: str
+  keep_validity:
+    description:
+      - An existing CA certificate whose validity differs from O(valid_days) is not renewed for that alone (a renewal
+        for another reason, such as its expiry, gets O(valid_days)). For a default that changes, so that an upgrade
+        does not renew every CA certificate at once.
+    type: bool
+    default: false
+    version_added: 0.3.0
   regenerate:
     description:
       - V(never) keeps an existing CA key whatever happens.
@@ -181,6 +189,7 @@ def main():
         "subject": {"type": "str", "default": DEFAULT_CA_SUBJECT},
         "passphrase": {"type": "str", "no_log": True},
         "regenerate": {"type": "str", "choices": ["never", "always"], "default": "never"},
+        "keep_validity": {"type": "bool", "default": False},
     }
     argument_spec.update(common_argument_spec())
     argument_spec.update(lock_argument_spec())

@@ -12,7 +12,7 @@ CHECK = REPO / "playbooks" / "check.yml"
 
 def make_tree(tmp_path, days):
     settings = {"pki_dir": str(tmp_path / "certs/mcp"), "pki_plugins": ["One", "Two"], "pki_key_type": "ecdsa",
-                "pki_cert_days": days, "pki_renew_before_days": 1}
+                "pki_cert_days": days, "pki_ca_days": days + 1, "pki_renew_before_days": 1}
     res = run_playbook(PLAYBOOKS / "pki.yml", settings)
     assert res.rc == 0, res.out
 
@@ -23,7 +23,7 @@ def test_report_passes_and_writes_textfile(tmp_path):
     res = run_playbook(CHECK, {"pki_dir": str(tmp_path / "certs/mcp"), "check_threshold_days": 30, "check_textfile": str(prom)})
     assert res.rc == 0, res.out
     for label in ("CA Certificate", "Gateway Client Certificate", "Plugin One", "Plugin Two"):
-        assert re.search(label + r": expires .* \((399|400) days left\) \[ok\]", res.out), res.out
+        assert re.search(label + r": expires .* \((399|400|401) days left\) \[ok\]", res.out), res.out
     text = prom.read_text()
     stamps = [float(x) for x in re.findall(r'^mcp_mtls_certificate_expiry_timestamp_seconds\{name="[^"]+",path="[^"]+"\} (\S+)$', text, re.M)]
     assert len(stamps) == 4

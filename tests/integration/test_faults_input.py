@@ -558,6 +558,7 @@ ARGSPEC_CASES = {
     "pki": count("pki argument_specs", [
         rc_("pki-cert_days-str", {"pki_cert_days": "abc"}, "pki_cert_days"),
         rc_("pki-renew_before_days-list", {"pki_renew_before_days": [1]}, "pki_renew_before_days"),
+        rc_("pki-ca_days-str", {"pki_ca_days": "ten years"}, "pki_ca_days"),
         rc_("pki-key_type-choice", {"pki_key_type": "dsa"}, "pki_key_type", "dsa"),
         rc_("pki-key_type-shell", {"pki_key_type": SHELL}, "pki_key_type", SHELL),
         rc_("pki-key_size-str", {"pki_key_size": "big"}, "pki_key_size"),
@@ -830,7 +831,11 @@ def config_file(text):
 
 PKI_CASES = count("pki values", [
     pk("pki-cert_days-zero", {"pki_cert_days": 0}, PKI_CONSISTENT, "pki_cert_days must be > 0 (got 0)"),
-    pk("pki-cert_days-huge", {"pki_cert_days": 10 ** 12}, PKI_CA, "valid_days must be at most", str(10 ** 12)),
+    pk("pki-cert_days-huge", {"pki_cert_days": 10 ** 12}, PKI_CONSISTENT, "pki_cert_days must be shorter than the CA's validity"),
+    pk("pki-ca_days-huge", {"pki_ca_days": 10 ** 12}, PKI_CA, "valid_days must be at most", str(10 ** 12)),
+    pk("pki-ca_days-shorter-than-leaves", {"pki_ca_days": 100}, PKI_CONSISTENT,
+       "pki_cert_days must be shorter than the CA's validity, pki_ca_days (got 100"),
+    pk("pki-ca_days-negative", {"pki_ca_days": -1}, PKI_CONSISTENT, "pki_ca_days (got -1"),
     pk("pki-renew-negative", {"pki_renew_before_days": -1}, PKI_CONSISTENT, "pki_renew_before_days must be >= 0", "(got -1)"),
     pk("pki-key_size-negative", {"pki_key_size": -1}, PKI_VALID, "pki_key_size (got -1)"),
     pk("pki-workers-negative", {"pki_workers": -1}, PKI_VALID, "pki_workers (got -1)"),

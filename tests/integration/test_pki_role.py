@@ -180,16 +180,17 @@ def test_real_mtls_handshake_strict_and_foreign_ca_refused(tmp_path):
 
 def test_renewal_happens_when_the_window_is_reached(tmp_path):
     root = tmp_path / "certs/mcp"
-    short = pki(tmp_path, pki_cert_days=5, pki_renew_before_days=1)
+    # The CA has its own validity (pki_ca_days, longer than the leaves'): 6 days here, to be renewed with them.
+    short = pki(tmp_path, pki_cert_days=5, pki_ca_days=6, pki_renew_before_days=1)
     assert short.rc == 0, short.out
     ca_key = (root / "ca/ca.key").read_bytes()
     old_ca, old_leaf = cert(root / "ca/ca.crt"), cert(root / "plugins/PluginA/server.crt")
     old_leaf_key = (root / "plugins/PluginA/server.key").read_bytes()
 
-    outside = pki(tmp_path, pki_cert_days=5, pki_renew_before_days=3)  # 5 days left > 3: nothing to do
+    outside = pki(tmp_path, pki_cert_days=5, pki_ca_days=6, pki_renew_before_days=3)  # 5 days left > 3: nothing to do
     assert outside.rc == 0 and outside.changed() == 0, outside.out
 
-    inside = pki(tmp_path, pki_cert_days=825, pki_renew_before_days=30, diff=True)  # 5 days left < 30: renew
+    inside = pki(tmp_path, pki_cert_days=825, pki_ca_days=900, pki_renew_before_days=30, diff=True)  # 5 days left < 30: renew
     assert inside.rc == 0 and inside.changed() == 2, inside.out
     new_ca, new_leaf = cert(root / "ca/ca.crt"), cert(root / "plugins/PluginA/server.crt")
     assert (root / "ca/ca.key").read_bytes() == ca_key, "the CA key must survive a CA renewal"
@@ -202,7 +203,7 @@ def test_renewal_happens_when_the_window_is_reached(tmp_path):
     assert "BEGIN" not in inside.out.replace("BEGIN CERTIFICATE", ""), "diff output must not show key material"
     assert openssl_verify(root / "ca/ca.crt", root / "plugins/PluginA/server.crt", "sslserver").returncode == 0
 
-    again = pki(tmp_path, pki_cert_days=825, pki_renew_before_days=30)
+    again = pki(tmp_path, pki_cert_days=825, pki_ca_days=900, pki_renew_before_days=30)
     assert again.rc == 0 and again.changed() == 0, again.out
 
 

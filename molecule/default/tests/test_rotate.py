@@ -149,7 +149,7 @@ class Loop:
 
 def test_leaf_rotation_when_certificates_enter_the_window_refuses_no_call():
     """Move the renewal window past the certificates' life (825 days left, a window of 850 days, new
-    certificates of 900 days): every leaf and the CA certificate (same key) are renewed and rolled
+    certificates of 900 days): every leaf is renewed (the CA certificate, 3650 days, is not due) and rolled
     out host by host while the gateway side keeps calling every plugin."""
     before = served()
     before_pids = pids()

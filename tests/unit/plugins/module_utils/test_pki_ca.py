@@ -81,6 +81,21 @@ def test_renewal_on_setting_change(tmp_path, change, fragment):
     assert any(fragment in reason for reason in result["reasons"])
 
 
+def test_keep_validity_renews_no_ca_for_a_changed_default_but_a_renewal_takes_the_new_one(tmp_path):
+    """keep_validity (role pki's pki_ca_days: 0): a CA made with 825 days is not renewed because valid_days is now 3650;
+    renewed for its expiry, it gets 3650 days."""
+    ensure_ca(make_ca(tmp_path))
+    spec = make_ca(tmp_path, valid_days=3650, keep_validity=True)
+    assert spec.keep_validity is True
+    result = ensure_ca(spec)
+    assert not result["changed"] and result["reasons"] == []
+    later = X.utcnow() + datetime.timedelta(days=800)
+    renewed = ensure_ca(spec, now=later)
+    assert renewed["cert_changed"] and not renewed["new_key"]
+    assert [r for r in renewed["reasons"] if "validity" in r] == [] and "expires within 30 days" in renewed["reasons"][0]
+    assert X.lifetime_days(_cert(spec)) == 3650
+
+
 def test_upstream_style_ca_is_renewed_with_same_key(tmp_path):
     """A CA without keyUsage (like the upstream Makefile's) gets strict extensions, same key."""
     from cryptography import x509
