@@ -65,7 +65,7 @@ options:
         does not renew every CA certificate at once.
     type: bool
     default: false
-    version_added: 0.3.0
+    version_added: 0.2.0
   regenerate:
     description:
       - V(never) keeps an existing CA key whatever happens.

@@ -191,7 +191,7 @@ options:
     type: list
     elements: str
     default: []
-    version_added: 0.3.0
+    version_added: 0.2.0
 seealso:
   - module: mcpgateway.mtls.plugin_host
 """

@@ -140,7 +140,7 @@ options:
     type: list
     elements: str
     default: []
-    version_added: 0.3.0
+    version_added: 0.2.0
 """
 
 EXAMPLES = r"""

@@ -174,6 +174,20 @@ def test_leaf_rotation_when_certificates_enter_the_window_refuses_no_call():
     assert report["stages"]["renew"]["hosts"] == [*PLUGIN_HOSTS, GATEWAY]
 
 
+def prom(path):
+    """The samples of a Prometheus textfile: metric (with its labels) -> value."""
+    samples = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            metric, value = line.rsplit(" ", 1)
+            samples[metric] = float(value)
+    return samples
+
+
+def epoch(iso):
+    return datetime.datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
 def broken_start(name, plugin):
     """Make plugin's instance on host name fail to start (a drop-in ExecStartPre=/bin/false); the function
     returned removes the fault."""
@@ -192,13 +206,23 @@ def test_failed_gate_stops_the_rollout_and_a_rerun_resumes():
     before = served()
     before_pids = pids()
     gw_cert = host(GATEWAY).run("sha256sum /etc/mcpgateway/tls/client.crt").stdout
+    textfile = PKI.parent / "rotate.prom"
+    last_success = json.loads(REPORT.read_text())["last_success"]  # the earlier rotations of this module ended ok
+    assert last_success
     try:
-        run = rotate("-e", "rotate_force=leaves")
+        run = rotate("-e", "rotate_force=leaves", "-e", f"rotate_textfile={textfile}")
         out = run.stdout + run.stderr
         assert run.returncode != 0
         assert f"Rotation stopped in stage renew at {broken}" in out, out[-4000:]
         report = json.loads(REPORT.read_text())
         assert report["status"] == "failed" and report["failed_host"] == broken and report["error"], report
+        # For monitoring: the failed status, and the time of the last run that ended ok, kept from before.
+        assert report["last_success"] == last_success
+        metrics = prom(textfile)
+        assert metrics['mcp_mtls_rotation_status{status="failed"}'] == 1 == metrics["mcp_mtls_rotation_failed_hosts"]
+        assert metrics['mcp_mtls_rotation_status{status="ok"}'] == 0 == metrics['mcp_mtls_rotation_status{status="running"}']
+        assert metrics["mcp_mtls_rotation_last_success_timestamp_seconds"] == epoch(last_success)
+        assert metrics["mcp_mtls_rotation_last_run_timestamp_seconds"] == epoch(report["updated"]) > epoch(last_success)
         assert report["stages"]["renew"]["hosts"] == []
         # The hosts after the failed one were not touched: same processes, same certificates.
         now = pids()
@@ -211,10 +235,14 @@ def test_failed_gate_stops_the_rollout_and_a_rerun_resumes():
         assert host(GATEWAY).run("sha256sum /etc/mcpgateway/tls/client.crt").stdout == gw_cert
     finally:
         repair()
-    rerun = rotate()
+    rerun = rotate("-e", f"rotate_textfile={textfile}")
     assert rerun.returncode == 0, rerun.stdout[-4000:] + rerun.stderr[-2000:]
     assert served() == controller_leaves()
-    assert json.loads(REPORT.read_text())["status"] == "ok"
+    report = json.loads(REPORT.read_text())
+    assert report["status"] == "ok" and report["last_success"] == report["updated"], report
+    metrics = prom(textfile)
+    assert metrics['mcp_mtls_rotation_status{status="ok"}'] == 1 and metrics["mcp_mtls_rotation_failed_hosts"] == 0
+    assert metrics["mcp_mtls_rotation_last_success_timestamp_seconds"] == epoch(report["updated"])
 
 
 def test_a_batch_within_the_failure_threshold_rolls_out_past_a_failed_host():
