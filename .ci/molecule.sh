@@ -10,7 +10,7 @@ bash lab/lab.sh prepare
 bash lab/lab.sh network mcp-molecule                        # the service network (plugins' DNS names)
 bash lab/lab.sh network mcp-molecule-mgmt 10.89.211.0/24    # ssh from the controller (molecule.yml's addresses)
 cleanup() {
-  podman rm -f -t 5 mcp-mol-gw mcp-mol-plug1 mcp-mol-plug2 >/dev/null 2>&1 || true
+  podman rm -f -t 5 mcp-mol-gw mcp-mol-gw2 mcp-mol-plug1 mcp-mol-plug2 >/dev/null 2>&1 || true
   if [[ "$lab_was_up" -eq 0 ]]; then
     bash lab/lab.sh down   # restores the recorded host state (sysctls, firewall, paths)
   else

@@ -157,6 +157,8 @@ def probe_records(rc, stdout, stderr, names, target):
                             "seen": probe_summary(dict(line, name=where))})
     seen = sorted(str(line["name"]) for line in lines if "name" in line)
     want = sorted(str(name) for name in names or [])
+    # Plugins without a line: what the probe said on stderr (say a traceback) is all there is to tell why.
+    said = " ".join(str(stderr or "").split())[-300:] if seen != want and stderr else ""
     records.append({"check": "probe_covers_every_plugin", "target": target, "ok": seen == want,
-                    "expected": ",".join(want), "seen": ",".join(seen)})
+                    "expected": ",".join(want), "seen": ",".join(seen) + ("; the probe said: %s" % said if said else "")})
     return records

@@ -278,12 +278,24 @@ async def probe_plugin(plugin_config, args):
     return finish("done")
 
 
-async def probe_all(plugins, args):
+def probe_all(plugins, args):
+    """Probe each plugin and print its line as soon as it is done; the results.
+
+    One plugin at a time (the MCP client's task scopes must open and close in the same task, and sequential latencies
+    are the honest numbers), each in an event loop of its own: whatever escapes one plugin's probe (a cancellation
+    from the MCP client's scopes is a BaseException that probe_plugin does not catch) becomes that plugin's failed
+    line, and the lines already printed stay printed."""
     results = []
     for plugin_config in plugins:
-        # One plugin at a time: the MCP client's task scopes must open and close in the same task,
-        # and sequential latencies are the honest numbers.
-        results.append(await probe_plugin(plugin_config, args))
+        try:
+            res = asyncio.run(probe_plugin(plugin_config, args))
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # pylint: disable=broad-except
+            res = result_template(plugin_config.name, getattr(getattr(plugin_config, "mcp", None), "url", None))
+            res.update(stage="probe", error="the probe of this plugin ended with %s: %s" % (type(exc).__name__, exc))
+        emit(res)
+        results.append(res)
     return results
 
 
@@ -338,9 +350,7 @@ def main(argv=None):
     if args.loop is not None:
         return watch.run_loop_mode(plugins, args, fail_config)
 
-    results = asyncio.run(probe_all(plugins, args))
-    for res in results:
-        emit(res)
+    results = probe_all(plugins, args)
     return 0 if all(r["ok"] for r in results) else 1
 
 

@@ -13,6 +13,8 @@ import testinfra
 import yaml
 
 GATEWAY = "mcp-mol-gw"
+# Every gateway host, in inventory order (the order in which site.yml and rotate.yml roll them, one at a time).
+GATEWAYS = [GATEWAY, "mcp-mol-gw2"]
 PLUGIN_HOSTS = {"mcp-mol-plug1": {"MolGuard": 8000}, "mcp-mol-plug2": {"MolWords": 8000, "MolEcho": 8100}}
 PLUGINS = {name: h for h, names in PLUGIN_HOSTS.items() for name in names}
 # Where the gateway dials each plugin (molecule.yml: gateway_plugin_host_prefix "mol-", MolEcho's `host`); the

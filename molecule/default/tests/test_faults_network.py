@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from molecule_support import (GATEWAY, PKI, PLUGIN_HOSTS, PLUGINS, REPORT, controller_leaves, fingerprint, host, network_aliases,
+from molecule_support import (GATEWAY, GATEWAYS, PKI, PLUGIN_HOSTS, PLUGINS, REPORT, controller_leaves, fingerprint, host, network_aliases,
                               forget_neighbours, main_pid, playbook, recap, served, start_container, stop_container)
 
 DOWN, UP = "mcp-mol-plug2", "mcp-mol-plug1"
@@ -94,7 +94,7 @@ def test_rotate_with_a_plugin_host_down_stops_there_and_a_rerun_resumes():
     assert host(GATEWAY).run("openssl x509 -in /etc/mcpgateway/tls/client.crt -noout -fingerprint -sha256").stdout \
         .strip().split("=", 1)[1].replace(":", "").lower() == fingerprint(PKI / "gateway/client.crt")
     report = json.loads(REPORT.read_text())
-    assert report["status"] == "ok" and report["stages"]["renew"]["hosts"] == [*PLUGIN_HOSTS, GATEWAY], report
+    assert report["status"] == "ok" and report["stages"]["renew"]["hosts"] == [*PLUGIN_HOSTS, *GATEWAYS], report
     assert set(PLUGINS) == set(before)
 
 

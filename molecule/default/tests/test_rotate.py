@@ -14,8 +14,9 @@ import re
 import subprocess
 import time
 
-from molecule_support import ADDRESS, GATEWAY, PKI, PROBE, REPO, REPORT, controller_leaves, host
+from molecule_support import ADDRESS, GATEWAY, GATEWAYS, PKI, PROBE, REPO, REPORT, controller_leaves, host
 from molecule_support import fingerprint as controller_fingerprint
+from molecule_support import playbook
 from molecule_support import served as _served
 
 PLUGIN_HOSTS = {"mcp-mol-plug1": ["MolGuard"], "mcp-mol-plug2": ["MolWords", "MolEcho"]}
@@ -171,7 +172,7 @@ def test_leaf_rotation_when_certificates_enter_the_window_refuses_no_call():
     reissued = sorted({name for stage in report["stages"].values() for name in stage["reissued"]})
     assert report["status"] == "ok" and reissued == sorted([*PLUGINS, "gateway"]), report["stages"]
     assert [s for s, stage in report["stages"].items() if stage["active"]] == ["renew"], report["stages"]
-    assert report["stages"]["renew"]["hosts"] == [*PLUGIN_HOSTS, GATEWAY]
+    assert report["stages"]["renew"]["hosts"] == [*PLUGIN_HOSTS, *GATEWAYS]
 
 
 def prom(path):
@@ -223,6 +224,15 @@ def test_failed_gate_stops_the_rollout_and_a_rerun_resumes():
         assert metrics['mcp_mtls_rotation_status{status="ok"}'] == 0 == metrics['mcp_mtls_rotation_status{status="running"}']
         assert metrics["mcp_mtls_rotation_last_success_timestamp_seconds"] == epoch(last_success)
         assert metrics["mcp_mtls_rotation_last_run_timestamp_seconds"] == epoch(report["updated"]) > epoch(last_success)
+        # check.yml: the tree is fine (its certificates are new), but with check_hosts it sees from each gateway host
+        # the plugins that still serve their old certificates, and fails naming them.
+        assert playbook("playbooks/check.yml").returncode == 0
+        check = playbook("playbooks/check.yml", "-e", "check_hosts=true", "-e", f"check_textfile={PKI.parent / 'check.prom'}")
+        assert check.returncode != 0, check.stdout[-3000:]
+        for gateway in GATEWAYS:
+            for name in PLUGIN_HOSTS[untouched]:
+                assert re.search(rf"seen from {gateway}: .*{name} serves the certificate sha256", check.stdout + check.stderr),                     check.stdout[-3000:] + check.stderr[-3000:]
+            assert prom(PKI.parent / "check.prom")[f'mcp_mtls_served_certificate_problems{{gateway="{gateway}"}}'] == 3
         assert report["stages"]["renew"]["hosts"] == []
         # The hosts after the failed one were not touched: same processes, same certificates.
         now = pids()
@@ -242,6 +252,11 @@ def test_failed_gate_stops_the_rollout_and_a_rerun_resumes():
     assert report["status"] == "ok" and report["last_success"] == report["updated"], report
     metrics = prom(textfile)
     assert metrics['mcp_mtls_rotation_status{status="ok"}'] == 1 and metrics["mcp_mtls_rotation_failed_hosts"] == 0
+    check = playbook("playbooks/check.yml", "-e", "check_hosts=true")
+    said = " ".join(check.stdout.split())  # the callback wraps long messages
+    assert check.returncode == 0, check.stdout[-3000:]
+    for gateway in GATEWAYS:
+        assert f"seen from {gateway}: every plugin serves the controller's certificate" in said, check.stdout[-3000:]
     assert metrics["mcp_mtls_rotation_last_success_timestamp_seconds"] == epoch(report["updated"])
 
 
@@ -302,7 +317,7 @@ def test_ca_rotation_with_overlapping_trust_refuses_no_call_and_is_idempotent():
     report = json.loads(REPORT.read_text())
     assert report["status"] == "ok"
     assert [report["stages"][s]["ca_phase"] for s in ("trust", "reissue")] == ["trust", "reissue"]
-    assert all(report["stages"][s]["hosts"] == [*PLUGIN_HOSTS, GATEWAY] for s in ("trust", "reissue", "renew")), report["stages"]
+    assert all(report["stages"][s]["hosts"] == [*PLUGIN_HOSTS, *GATEWAYS] for s in ("trust", "reissue", "renew")), report["stages"]
     # Every bundle holds the new CA only, and every served certificate chains to it, strictly.
     new_pem = (PKI / "ca/ca.crt").read_text().strip()
     bundles = [(GATEWAY, "/etc/mcpgateway/tls/ca.crt")] + [

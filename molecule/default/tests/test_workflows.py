@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from molecule_support import GATEWAY, PKI, controller_leaves, fingerprint, host, main_pid, playbook, recap, served
+from molecule_support import GATEWAY, GATEWAYS, PKI, controller_leaves, fingerprint, host, main_pid, playbook, recap, served
 
 MOLECULE_YML = Path(__file__).resolve().parents[1] / "molecule.yml"
 NEW = "MolNew"
@@ -76,19 +76,24 @@ def journal_times(h, unit, prefix):
     return [int(e["__REALTIME_TIMESTAMP"]) for e in entries if str(e.get("MESSAGE", "")).startswith(prefix)]
 
 
-def gateway_starts():
-    return journal_times(host(GATEWAY), "mcpgateway.service", "Started ")
+def gateway_events(gateway, since_us, prefix):
+    return [t for t in journal_times(host(gateway), "mcpgateway.service", prefix) if t > since_us]
 
 
 def assert_dropped_before_stopped(old_host, since_us):
-    """The gateway restarted (with a plugins.yaml without NEW, or with its new address) after SINCE_US, and NEW's
-    instance on OLD_HOST stopped for good (its last stop: the instance may have restarted earlier in the run) only
-    after that."""
-    starts = [t for t in gateway_starts() if t > since_us]
+    """Every gateway restarted (with a plugins.yaml without NEW, or with its new address) after SINCE_US, one at a
+    time (the next one stopped only after the previous one started again), and NEW's instance on OLD_HOST stopped for
+    good (its last stop: the instance may have restarted earlier in the run) only after the last gateway started."""
+    previous_start = since_us
+    for gateway in GATEWAYS:
+        stops, starts = gateway_events(gateway, since_us, "Stopping "), gateway_events(gateway, since_us, "Started ")
+        assert stops and starts, (gateway, stops, starts)
+        assert min(stops) > previous_start, f"{gateway} stopped at {min(stops)} µs, before the previous gateway was back"
+        previous_start = max(starts)
     stops = [t for t in journal_times(host(old_host), f"mcp-plugin@{NEW}.service", "Stopped ") if t > since_us]
-    assert starts and stops, (starts, stops)
-    assert max(starts) < max(stops), (
-        f"{NEW} on {old_host} stopped for good at {max(stops)} µs, before the gateway restarted at {max(starts)} µs")
+    assert stops, stops
+    assert previous_start < max(stops), (
+        f"{NEW} on {old_host} stopped for good at {max(stops)} µs, before the last gateway restarted at {previous_start} µs")
 
 
 def now_us(h):
@@ -130,10 +135,10 @@ def test_add_move_and_remove_a_plugin(edit):
     # 3. Remove: the gateway drops it first, then the instance stops; its certificates are retired (moved, with
     # the key still 0600), and check.yml no longer reports them.
     since = now_us(gw)
-    gateway_pid = main_pid(gw, "mcpgateway.service")
+    gateway_pids = [main_pid(host(g), "mcpgateway.service") for g in GATEWAYS]
     run = playbook("site.yml", *edit({SECOND: plan[SECOND]}))
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
-    assert main_pid(gw, "mcpgateway.service") != gateway_pid
+    assert all(main_pid(host(g), "mcpgateway.service") != pid for g, pid in zip(GATEWAYS, gateway_pids))
     assert instance_files(host(SECOND), NEW) == GONE
     assert f"name: {NEW}" not in gw.file("/etc/mcpgateway/plugins.yaml").content_string
     assert served(every=True) == controller_leaves()
@@ -164,3 +169,19 @@ def test_an_empty_plugin_list_does_not_empty_the_host(edit):
     assert main_pid(h, "mcp-plugin@MolGuard.service") == pid
     assert main_pid(host(GATEWAY), "mcpgateway.service") == gateway_pid
     assert os.path.isdir(PKI / "plugins/MolGuard")
+
+
+def test_every_gateway_gates_the_plugin_hosts():
+    """A rollout's gate on a plugin host calls its plugins from each gateway host, not only the first: a plugin that
+    the second gateway cannot reach (its name points elsewhere there) stops the rotation, naming that gateway."""
+    second = host(GATEWAYS[1])
+    assert second.run("cp /etc/hosts /root/hosts.before && echo '127.0.0.2 mol-MolWords mol-molwords' >> /etc/hosts").rc == 0
+    try:
+        assert "MolWords" in served()  # the first gateway still reaches it
+        run = playbook("playbooks/rotate.yml")
+        out = run.stdout + run.stderr
+        assert run.returncode != 0, out[-4000:]
+        assert f"gate failed on mcp-mol-plug2 (probed from {GATEWAYS[1]}): MolWords" in out, out[-4000:]
+        assert "Rotation stopped in stage renew at mcp-mol-plug2" in out, out[-4000:]
+    finally:
+        second.run("cp /root/hosts.before /etc/hosts")

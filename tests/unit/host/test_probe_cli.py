@@ -3,6 +3,7 @@ and mcp_mtls_host.launcher, as `python -m` runs them with only host/src on the p
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -110,9 +111,12 @@ def test_new_ok_reports_plugins_the_config_does_not_list_yet(tmp_path, monkeypat
     monkeypatch.setattr(configcheck, "external_plugins", lambda loaded: listed)
     probed = []
 
-    async def fake_probe_all(plugins, args):
+    def fake_probe_all(plugins, args):
         probed.append([p.name for p in plugins])
-        return [dict(probe.result_template(p.name, "https://x/mcp"), ok=True) for p in plugins]
+        results = [dict(probe.result_template(p.name, "https://x/mcp"), ok=True) for p in plugins]
+        for res in results:
+            common.emit(res)
+        return results
 
     monkeypatch.setattr(probe, "probe_all", fake_probe_all)
     assert probe.main(["--config", config, "--no-env-file", "--plugin", "Old", "--plugin", "New"]) == 2
@@ -156,3 +160,21 @@ def test_cli_usage_errors(argv, capsys):
         probe.parse_args(argv)
     assert info.value.code == 2
     assert capsys.readouterr().out == ""  # stdout stays for the JSON line
+
+
+def test_a_plugin_whose_probe_escapes_with_a_cancellation_gets_a_failed_line_and_the_others_are_probed(monkeypatch, capsys):
+    """Whatever escapes one plugin's probe (a CancelledError out of the MCP client's scopes is a BaseException) is
+    that plugin's failed line; the plugins before and after it are probed and printed (each line as it is done)."""
+    plugins = [type("Plugin", (), {"name": n, "mcp": type("M", (), {"url": "https://%s:1/mcp" % n})()})() for n in "ABC"]
+
+    async def fake_probe_plugin(plugin_config, args):
+        if plugin_config.name == "B":
+            raise asyncio.CancelledError("cancelled by a cancel scope")
+        return dict(probe.result_template(plugin_config.name, plugin_config.mcp.url), ok=True, stage="done")
+
+    monkeypatch.setattr(probe, "probe_plugin", fake_probe_plugin)
+    results = probe.probe_all(plugins, probe.parse_args([]))
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == results and [(r["name"], r["ok"]) for r in lines] == [("A", True), ("B", False), ("C", True)]
+    assert lines[1]["url"] == "https://B:1/mcp" and lines[1]["stage"] == "probe"
+    assert lines[1]["error"] == "the probe of this plugin ended with CancelledError: cancelled by a cancel scope"

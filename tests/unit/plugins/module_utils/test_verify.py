@@ -117,7 +117,7 @@ def test_probe_records_pass_with_a_line_for_every_plugin():
 def test_probe_records_exit_2_fails_probe_ran():
     records = inv.probe_records(2, "", "usage: probe\n", ["A"], "gw1")
     assert _by_check(records) == [("probe_ran", "gw1", False), ("probe_covers_every_plugin", "gw1", False)]
-    assert records[0]["seen"] == "exit 2 usage: probe" and records[-1]["seen"] == ""
+    assert records[0]["seen"] == "exit 2 usage: probe" and records[-1]["seen"] == "; the probe said: usage: probe"
     # Exit 1 (a plugin failed) is a run: its lines tell which.
     assert inv.probe_records(1, _line("A", ok=False, stage="tls", error="x"), "", ["A"], "gw1")[0]["ok"] is True
 
@@ -127,6 +127,9 @@ def test_probe_records_a_missing_plugin_fails_the_coverage():
     assert _by_check(records) == [("probe_ran", "gw1", True), ("gateway_probe_mtls_call", "A", True),
                                   ("probe_covers_every_plugin", "gw1", False)]
     assert records[-1]["expected"] == "A,B" and records[-1]["seen"] == "A"
+    # A probe that ended early (no line for B): its stderr is the only clue, and it is shown.
+    crashed = inv.probe_records(1, _line("A") + "\n", "Traceback (most recent call last):\n  ...\nCancelledError\n", ["A", "B"], "gw1")
+    assert crashed[-1]["seen"] == "A; the probe said: Traceback (most recent call last): ... CancelledError"
 
 
 def test_probe_records_a_config_error_without_a_name_is_a_failed_record_for_config():
