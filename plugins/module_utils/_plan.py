@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 # Defaults of the public variables that shape the plan (roles' defaults/main.yml repeat them for
 # ansible-doc; tests/unit checks that they agree).
 DEFAULT_PREFIX = "mcp-plugin-"        # gateway_plugin_host_prefix and pki_plugin_subject_prefix
-DEFAULT_GROUP = "mcp_plugin_servers"  # gateway_plugin_hosts_group, pki_plugin_hosts_group, verify_plugin_group
+DEFAULT_GROUP = "mcp_plugin_servers"  # the inventory group of the plugin hosts (the playbooks' and the roles')
 PLUGIN_VAR = "plugin_server_plugins"
 
 # Each instance serves mTLS on PORT and plain-HTTP health (loopback only) on PORT + HEALTH_PORT_OFFSET.
@@ -132,11 +132,11 @@ def _entries(hosts, hostvars, var):
 
 def _view(hostvars, gateway, explicit, prefix, group):
     """How one gateway sees the plugins: (explicit entries, host prefix, plugin hosts group). Arguments
-    given win; what is None is read from the gateway's inventory variables, then the defaults."""
+    given win; what is None is read from the gateway's inventory variables, then the defaults (the group is an
+    argument only: the group names are fixed, mcp_gateways and mcp_plugin_servers)."""
     own = (hostvars.get(gateway) or {}) if gateway else {}
     explicit = own.get("gateway_plugins") if explicit is None else explicit
     prefix = own.get("gateway_plugin_host_prefix") if prefix is None else prefix
-    group = own.get("gateway_plugin_hosts_group") if group is None else group
     return list(explicit or []), DEFAULT_PREFIX if prefix is None else str(prefix), group or DEFAULT_GROUP
 
 
@@ -150,8 +150,8 @@ def plugin_plan(hostvars, groups, gateways=None, explicit=None, prefix=None, gro
     SANs plus the address of every gateway's view: role pki leaves out those it already has), pki (paths
     in PKI_DIR, when given) and unit.
 
-    GATEWAYS are the gateway hosts whose inventory variables (gateway_plugins, gateway_plugin_host_prefix,
-    gateway_plugin_hosts_group) shape the URLs; EXPLICIT, PREFIX and GROUP, when given, win over them (the
+    GATEWAYS are the gateway hosts whose inventory variables (gateway_plugins, gateway_plugin_host_prefix)
+    shape the URLs; EXPLICIT, PREFIX and GROUP, when given, win over them (the
     gateway role passes its own variables). The first gateway's view gives `gateway`, `address` and `url`.
     Names are matched exactly; a name given twice stays twice, for the preflight checks to name.
     """

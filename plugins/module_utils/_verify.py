@@ -97,8 +97,9 @@ def gate_problems(lines, names, expected, stale=(), stderr="", checks=()):
     controller's server certificates (same order as NAMES); STALE: instances not running with the
     deployed files. Each plugin must answer over mTLS (TLS 1.2+), be served exactly the controller's
     certificate, and run with the deployed files; a plugin that the gateway's config does not list yet (a probe line
-    with "new": true, a plugin just added) is gated by the gateway's rollout, which adds it and calls it. CHECKS: records of module verify_host on the plugin host
-    (local_plugins, loaded_from); a failed one is a problem, a failed runs_with_deployed_files marks its plugin stale.
+    with "new": true, a plugin just added) is gated by the gateway's rollout, which adds it and calls it. CHECKS:
+    records of module verify_host on the plugin host (local_plugins, loaded_from); a failed one is a problem, a failed
+    runs_with_deployed_files marks its plugin stale.
     """
     names = list(names or [])
     expected = list(expected or [])

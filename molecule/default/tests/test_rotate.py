@@ -231,7 +231,8 @@ def test_failed_gate_stops_the_rollout_and_a_rerun_resumes():
         assert check.returncode != 0, check.stdout[-3000:]
         for gateway in GATEWAYS:
             for name in PLUGIN_HOSTS[untouched]:
-                assert re.search(rf"seen from {gateway}: .*{name} serves the certificate sha256", check.stdout + check.stderr),                     check.stdout[-3000:] + check.stderr[-3000:]
+                said = check.stdout + check.stderr
+                assert re.search(rf"seen from {gateway}: .*{name} serves the certificate sha256", said), said[-3000:]
             assert prom(PKI.parent / "check.prom")[f'mcp_mtls_served_certificate_problems{{gateway="{gateway}"}}'] == 3
         assert report["stages"]["renew"]["hosts"] == []
         # The hosts after the failed one were not touched: same processes, same certificates.

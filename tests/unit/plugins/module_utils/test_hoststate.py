@@ -274,7 +274,8 @@ def test_a_missing_prerequisite_fails_before_anything_is_written(host, only_prog
     text = str(error.value)
     assert text.startswith("missing on this host: curl (Debian/Ubuntu: apt install curl; RHEL/Fedora: dnf install "
                            "curl), ss (Debian/Ubuntu: apt install iproute2; RHEL/Fedora: dnf install iproute). ")
-    assert "sha256sum" not in text.split(". All")[0] and "systemctl" not in text.split(". All")[0]
+    named = text.split(". All", maxsplit=1)[0]
+    assert "sha256sum" not in named and "systemctl" not in named
     assert not os.path.exists(params["config_dir"]) and os.listdir(params["unit_dir"]) == []
 
 

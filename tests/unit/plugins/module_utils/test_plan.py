@@ -94,10 +94,14 @@ def test_empty_prefix_dials_the_bare_name_which_is_a_standard_san():
     assert _inventory.pki_leaves(plan, "/pki")[1]["sans"] == ["DNS:A", "DNS:mcp-plugin-A", "DNS:localhost"]
 
 
-def test_group_from_the_gateway_hostvars():
+def test_the_group_is_an_argument_not_a_gateway_variable():
+    """The group names are fixed (the playbooks' host patterns): a gateway's gateway_plugin_hosts_group, a variable
+    of earlier versions, is not read; the filter's own argument still picks another group."""
     hostvars = _hostvars(gw={"gateway_plugin_hosts_group": "edge"})
     groups = dict(GROUPS, edge=["p2"])
     plan = P.plugin_plan(hostvars, groups, gateways=["gw"])
+    assert [(p["name"], p["inventory_host"]) for p in plan] == [("A", "p1"), ("B", "p1"), ("C", "p2")]
+    plan = P.plugin_plan(hostvars, groups, gateways=["gw"], group="edge")
     assert [(p["name"], p["inventory_host"], p["deployed"]) for p in plan] == [("C", "p2", True)]
 
 
@@ -158,11 +162,10 @@ def test_explicit_list_order_merge_and_leftovers():
 
 
 def test_explicit_prefix_group_arguments_win_over_the_gateway_hostvars():
-    hostvars = _hostvars(gw={"gateway_plugins": [{"name": "Z", "port": 1}], "gateway_plugin_host_prefix": "gwp-",
-                             "gateway_plugin_hosts_group": "edge"})
+    hostvars = _hostvars(gw={"gateway_plugins": [{"name": "Z", "port": 1}], "gateway_plugin_host_prefix": "gwp-"})
     groups = dict(GROUPS, edge=["p2"])
-    # from the gateway's own variables
-    plan = P.plugin_plan(hostvars, groups, gateways=["gw"])
+    # from the gateway's own variables (and the group argument)
+    plan = P.plugin_plan(hostvars, groups, gateways=["gw"], group="edge")
     assert [(p["name"], p["gateway"], p["deployed"], p["url"]) for p in plan] == [
         ("Z", True, False, "https://gwp-Z:1/mcp"), ("C", False, True, "https://gwp-C:8001/mcp")]
     # the arguments win
@@ -419,10 +422,7 @@ def _role_spec_defaults(role):
 
 @pytest.mark.parametrize("role, variable, constant", [
     ("gateway", "gateway_plugin_host_prefix", "DEFAULT_PREFIX"),
-    ("gateway", "gateway_plugin_hosts_group", "DEFAULT_GROUP"),
     ("pki", "pki_plugin_subject_prefix", "DEFAULT_PREFIX"),
-    ("pki", "pki_plugin_hosts_group", "DEFAULT_GROUP"),
-    ("verify", "verify_plugin_group", "DEFAULT_GROUP"),
 ])
 def test_role_defaults_agree_with_the_plan(role, variable, constant):
     defaults = _role_defaults(role)

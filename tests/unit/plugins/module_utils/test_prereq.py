@@ -28,7 +28,7 @@ def test_one_missing_program_is_named_with_its_packages(only_programs):
     text = str(error.value)
     assert text.startswith("missing on this host: ss (Debian/Ubuntu: apt install iproute2; "
                            "RHEL/Fedora: dnf install iproute).")
-    assert "curl" not in text.split(". Nothing")[0]
+    assert "curl" not in text.split(". Nothing", maxsplit=1)[0]
     assert "Nothing was changed" in text and "All at once" not in text
 
 
