@@ -737,6 +737,8 @@ PREFLIGHT_CASES = {
         pf("gw-host_prefix-dotdot", {"gateway_plugin_host_prefix": "../"}, GW_SETTINGS, "gateway_plugin_host_prefix", '"../"'),
         pf("gw-version-semicolon", {"gateway_version": "1.1.0" + RMRF}, GW_SETTINGS, "gateway_version", RMRF),
         pf("gw-pip_index_url-file", {"gateway_pip_index_url": "file:///etc/passwd"}, GW_SETTINGS, "gateway_pip_index_url", "file:///etc/passwd"),
+        pf("gw-shared-pip_index_url-file", {"mcp_pip_index_url": "file:///etc/shadow"}, GW_SETTINGS, "gateway_pip_index_url",
+           "file:///etc/shadow"),
         pf("gw-env_extra-bad-name", {"gateway_env_extra": {"BAD KEY": "1"}}, GW_ENV, "gateway_env_extra.BAD KEY"),
         pf("gw-env_extra-value-newline", {"gateway_env_extra": {"A": "1\nPLUGINS_ENABLED=false"}}, GW_ENV, "gateway_env_extra.A:"),
         pf("gw-no-plugins", {"gateway_plugins": []}, "Assert that there is at least one plugin", "no plugins", "set gateway_plugins"),
