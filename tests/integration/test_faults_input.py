@@ -313,7 +313,7 @@ ALPHA = {
 }
 SIGNER = {"ca_cert": P + "/ca/ca.crt", "ca_key": P + "/ca/ca.key", "key_type": "ecdsa"}
 BASE = {
-    "ca": {"key_path": P + "/ca/ca.key", "cert_path": P + "/ca/ca.crt", "key_type": "ecdsa"},
+    "ca": {"key_path": P + "/ca/ca.key", "cert_path": P + "/ca/ca.crt", "key_type": "ecdsa", "valid_days": 3650},
     "certificate": dict(SIGNER, **ALPHA),
     "certificate_set": dict(SIGNER, certificates=[dict(ALPHA, name="Alpha")]),
     "certificate_info": {"ca_cert": P + "/ca/ca.crt",

@@ -254,18 +254,20 @@ def test_a_run_never_overlaps_another(base, inventory):
 
 def test_timeout_kills_the_run_and_records_a_failure(base, inventory):
     slow = base / "slow.yml"
+    # A sleep of this run only (its pid in the duration), so that pgrep below cannot see another test run's.
+    nap = "120.%d" % os.getpid()
     slow.write_text("---\n- name: Hang\n  hosts: all\n  gather_facts: false\n  tasks:\n"
-                    "    - name: Sleep\n      ansible.builtin.command: sleep 120\n      changed_when: false\n")
+                    "    - name: Sleep\n      ansible.builtin.command: sleep %s\n      changed_when: false\n" % nap)
     assert install(base, inventory, rotate_schedule_playbook=str(slow), rotate_schedule_timeout=3).rc == 0
     t0 = time.time()
     proc = wrapper(base, "--now")
     assert proc.returncode == 124 and "killed after the timeout of 3s" in proc.stderr, proc.stdout + proc.stderr
     assert time.time() - t0 < 60
     assert last_run(base)["status"] == "failed" and last_run(base)["rc"] == 124
-    # The wrapper killed the whole process group of the run: no ansible-playbook, no `sleep 120` left (they get a
+    # The wrapper killed the whole process group of the run: no ansible-playbook, no `sleep` left (they get a
     # few seconds to exit after the signal; a leak would still be running long after).
     deadline = time.monotonic() + 15
-    while subprocess.run(["pgrep", "-f", f"^sleep 120$|{slow}"], check=False).returncode != 1:
+    while subprocess.run(["pgrep", "-f", f"^sleep {nap}$|{slow}"], check=False).returncode != 1:
         assert time.monotonic() < deadline, "processes of the killed run are still running"
         time.sleep(0.5)
 
