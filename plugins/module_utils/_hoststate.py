@@ -14,7 +14,8 @@ rename); a TLS set is switched by replacing one symlink, so key, certificate and
 Decisions: which instances must restart and why (a file they load changed, a shared unit changed, or
 what they run with - CONFIG_DIR/NAME's files by the checksums their unit recorded at start in
 STATE_DIR/NAME/loaded.sha256 - differs from what is deployed), which sockets restart (port changed),
-whether systemd must reload, and which instance folders are no longer planned.
+whether systemd must reload, and which instance folders are no longer planned. An instance whose TLS set
+alone changed is reloaded instead (its launcher builds a new TLS context on SIGHUP; option reload).
 """
 
 from __future__ import annotations
@@ -229,22 +230,27 @@ class HostFiles:
             self._record(path)
 
 
-def loaded_differs(folder, state_file, files=LOADED_FILES):
-    """Why an instance runs with other files than FOLDER holds: None when the checksums its unit recorded
-    at start (STATE_FILE) match the deployed files, else a reason."""
+def loaded_diff(folder, state_file, files=LOADED_FILES):
+    """The files of FILES (relative to FOLDER) that differ from the checksums an instance's unit recorded at
+    start in STATE_FILE (the launcher rewrites the TLS lines when it reloads); None when there is no record."""
     recorded = read_bytes(state_file)
     if recorded is None:
-        return "not running (no record of what it loaded)"
+        return None
     sums = {}
     for line in recorded.decode("utf-8", "replace").splitlines():
         match = _LOADED_LINE.match(line)
         if match:
             sums[match.group(2)] = match.group(1)
-    for name in files:
-        data = read_bytes(posixpath.join(folder, name))
-        if data is None or sums.get(name) != sha256(data):
-            return "runs with another %s than deployed" % name
-    return None
+    return [name for name in files if sums.get(name) != sha256(read_bytes(posixpath.join(folder, name)) or b"\0")]
+
+
+def loaded_differs(folder, state_file, files=LOADED_FILES):
+    """Why an instance runs with other files than FOLDER holds: None when the checksums its unit recorded
+    at start (STATE_FILE) match the deployed files, else a reason."""
+    differ = loaded_diff(folder, state_file, files)
+    if differ is None:
+        return "not running (no record of what it loaded)"
+    return "runs with another %s than deployed" % differ[0] if differ else None
 
 
 def converge(params, check_mode=False):
@@ -262,6 +268,9 @@ def converge(params, check_mode=False):
     uid, gid = params["uid"], params["gid"]
     files = HostFiles(check_mode)
     reasons = {name: [] for name in names}
+    # What a reload takes (option reload): only the TLS set changed. The launcher loads it into a new context.
+    reload_reasons = {name: [] for name in names}
+    tls_reload = params.get("reload", True)
     socket_restart = []
     daemon_reload = False
 
@@ -298,7 +307,7 @@ def converge(params, check_mode=False):
                ("server.crt", _bytes(entry["cert"]), 0o644, 0, 0),
                ("ca.crt", _bytes(entry["ca"]), 0o644, 0, 0)]
         if files.tls_set(folder, tls, gid):
-            reasons[name].append("TLS files changed")
+            (reload_reasons if tls_reload else reasons)[name].append("TLS files changed")
         dropin = socket_dropin_dir(unit_dir, name)
         files.directory(dropin, 0o755, 0, 0)
         if files.file(posixpath.join(dropin, DROPIN), _bytes(entry["socket"]), 0o644, 0, 0):
@@ -306,11 +315,20 @@ def converge(params, check_mode=False):
             if name not in socket_restart:
                 socket_restart.append(name)
         if not reasons[name]:
-            why = loaded_differs(folder, posixpath.join(state_dir, name, "loaded.sha256"))
-            if why:
+            # What it runs with: a reload takes a TLS set it does not run with yet; an instance that does not
+            # run (no record) or runs with another config restarts.
+            state = posixpath.join(state_dir, name, "loaded.sha256")
+            why = loaded_differs(folder, state)
+            tls_only = why and tls_reload and all(path.startswith(LINK + "/")
+                                                  for path in loaded_diff(folder, state) or [""])
+            if why and not tls_only:
                 reasons[name].append(why)
+            elif why and not reload_reasons[name]:
+                reload_reasons[name].append(why)
     for name in names:
         reasons[name].extend(why for why in shared if why not in reasons[name])
+        if reasons[name]:  # a restart loads the TLS set too
+            reasons[name].extend(reload_reasons.pop(name))
     absent = sorted(entry for entry in (os.listdir(config_dir) if os.path.isdir(config_dir) else [])
                     if entry not in names and not entry.startswith(".")
                     and os.path.isdir(posixpath.join(config_dir, entry)))
@@ -318,7 +336,8 @@ def converge(params, check_mode=False):
         "changed": bool(files.changed),
         "changed_paths": files.changed,
         "restart": [name for name in names if reasons[name]],
-        "reasons": {name: why for name, why in reasons.items() if why},
+        "reload": [name for name in names if reload_reasons.get(name)],
+        "reasons": {name: why for name, why in list(reasons.items()) + list(reload_reasons.items()) if why},
         "socket_restart": socket_restart,
         "daemon_reload": daemon_reload,
         "absent": absent,

@@ -22,6 +22,9 @@ description:
   - It returns which instances must restart and why; an instance also restarts when the files its unit
     recorded at start (O(state_dir)/NAME/loaded.sha256) differ from the deployed ones, for example after a run
     that was interrupted before its restart.
+  - With O(reload), an instance whose TLS set alone changed (or runs with another TLS set than deployed) is
+    returned in RV(reload) instead. C(systemctl reload) makes its launcher load the set into a new TLS context
+    for every new handshake, without a restart. A change of anything else restarts it (and that loads the set).
   - With O(start), it reloads systemd when a unit changed, then brings every instance's socket, service and
     health timer up (enabled and active) in at most six C(systemctl) calls, whatever the number of instances.
   - Private keys and passphrases are taken only through O(keys) and O(passphrases), which are never logged, and
@@ -125,6 +128,13 @@ options:
     description: Runtime folder where each instance's unit records the checksums of what it loaded.
     type: path
     default: /run/mcp-plugins
+  reload:
+    description:
+      - Return instances whose TLS set alone changed in RV(reload) (to be reloaded) instead of RV(restart).
+      - V(false) restarts them, as before version 0.3.0.
+    type: bool
+    default: true
+    version_added: 0.3.0
   start:
     description: Reload systemd when a unit changed and enable and start every instance's socket, service and timer.
     type: bool
@@ -176,8 +186,16 @@ restart:
   type: list
   elements: str
   sample: [guard]
+reload:
+  description: Instances whose TLS set alone changed, to be reloaded (C(systemctl reload)), without those this
+    call just started. Empty when O(reload) is false.
+  returned: success
+  type: list
+  elements: str
+  sample: [guard]
+  version_added: 0.3.0
 reasons:
-  description: Why each instance in RV(restart) (and each one just started) must restart.
+  description: Why each instance in RV(restart) or RV(reload) (and each one just started) must restart or reload.
   returned: success
   type: dict
   sample: {"guard": ["TLS files changed"]}
@@ -246,6 +264,7 @@ def main():
             "config_dir": {"type": "path", "default": "/etc/mcp-plugins"},
             "unit_dir": {"type": "path", "default": "/etc/systemd/system"},
             "state_dir": {"type": "path", "default": "/run/mcp-plugins"},
+            "reload": {"type": "bool", "default": True},
             "start": {"type": "bool", "default": True},
             "prerequisites": {"type": "list", "elements": "str", "default": []},
         },
@@ -268,6 +287,7 @@ def main():
             units = ensure_running(names, module.run_command, module.check_mode,
                                    result["daemon_reload"])
             result["restart"] = [name for name in result["restart"] if name not in units["started"]]
+            result["reload"] = [name for name in result["reload"] if name not in units["started"]]
             result["socket_restart"] = [name for name in result["socket_restart"]
                                         if name not in units["sockets_started"]]
     except PKIError as exc:

@@ -30,7 +30,15 @@ in-process with a few targeted, version-checked patches:
   the TLS 1.2 cipher suites are ``MCP_PLUGIN_TLS_CIPHERS`` (OpenSSL syntax,
   default: ECDHE with AES-GCM or ChaCha20-Poly1305 only; uvicorn's default
   "TLSv1" would also offer CBC and RSA key exchange without forward secrecy).
-* defect 5 (no certificate reload, so a rotation is a restart): when systemd
+* defect 5 (no certificate reload; SIGHUP terminates cpex): the launcher builds the
+  TLS context itself and serves every new connection from the current one
+  (``mcp_mtls_host.launcher_tls``). SIGHUP (``systemctl reload``, whose
+  ExecReload is ``--reload $MAINPID``) loads key, certificate and CA bundle
+  again into a new context, checks it (key matches, the bundle verifies the
+  certificate) and only then makes it current; a set that does not load is
+  refused with a journal message and the previous one keeps serving.
+  Established connections keep theirs. Restarts still happen when the config,
+  env or software changed: then, when systemd
   passes the listening socket (socket activation, ``mcp-plugin@NAME.socket``),
   the mTLS server serves on that socket instead of binding its own.  systemd
   keeps the socket open while the instance restarts, so connections made
@@ -70,6 +78,8 @@ from .launcher_checks import (
     tls_policy,
 )
 from .launcher_patches import RUNTIME_MODULE, cpex_version, install_patches, verify_cpex
+from .launcher_tls import TLSMaterial
+from .launcher_tls import request as reload_request
 
 log = logging.getLogger("mcp_plugin_launcher")
 
@@ -86,6 +96,8 @@ def parse_args(argv):
     parser.add_argument("--no-file-checks", action="store_true", help="with --check: skip TLS file checks")
     parser.add_argument("--check-tls-policy", action="store_true",
                         help=f"check ${MIN_VERSION_ENV} and ${CIPHERS_ENV} only (no config, no cpex), then exit")
+    parser.add_argument("--reload", type=int, metavar="PID",
+                        help="ask the launcher PID to reload its TLS files and wait for its answer (ExecReload)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {LAUNCHER_VERSION}")
     return parser.parse_args(argv)
 
@@ -99,11 +111,25 @@ def main(argv=None) -> int:
             policy = tls_policy(os.environ)
             print(f"TLS policy ok: {policy['version']} or later, TLS 1.2 ciphers {policy['ciphers']}")
             return 0
+        if args.reload is not None:
+            taken, message = reload_request(args.reload, os.environ.get("RUNTIME_DIRECTORY"))
+            (log.info if taken else log.error)("TLS reload of process %s: %s", args.reload, message)
+            return 0 if taken else 1
         if not args.config:
             raise LauncherError(f"no plugin config: set {CONFIG_ENV} or pass --config")
+        if args.no_file_checks and not args.check:
+            raise LauncherError("--no-file-checks goes with --check only: a server loads its TLS files")
         config_path = os.path.abspath(args.config)
         key_password = os.environ.get(KEY_PASSWORD_ENV) or None
-        preflight_data = preflight(config_path, key_password, check_files=not args.no_file_checks)
+        preflight_data = preflight(config_path, check_files=not args.no_file_checks)
+        policy = tls_policy(os.environ)
+        tls = preflight_data["server_settings"]["tls"]
+        material = TLSMaterial(tls, tls.get("keyfile_password") or key_password, policy, os.path.dirname(config_path),
+                               None if args.check else os.environ.get("RUNTIME_DIRECTORY"))
+        # The TLS files, loaded and checked before cpex is imported (defect 6: never prompting for a password).
+        tls_context = None if args.no_file_checks else material.start()
+        if not args.check:
+            material.install_signal_handler()  # SIGHUP reloads them from now on (instead of terminating)
 
         # Before cpex reads its (cached) settings: defects 3 and 4.
         if os.environ.get("PLUGINS_TRANSPORT", "http").lower() != "http":
@@ -118,14 +144,13 @@ def main(argv=None) -> int:
 
         runtime = import_module(RUNTIME_MODULE)
         verify_cpex(runtime)
-        policy = tls_policy(os.environ)
         if args.check:
             print(f"{config_path}: ok (cpex {cpex_version()}, launcher {LAUNCHER_VERSION})")
             return 0
         state = {"serving": False}
         settings = preflight_data["server_settings"]
         listen_socket = take_activated_socket(settings["host"], settings["port"])
-        install_patches(runtime, args.health_host, key_password, state, listen_socket, graceful_timeout(os.environ), policy)
+        install_patches(runtime, args.health_host, state, tls_context, policy, listen_socket, graceful_timeout(os.environ))
         asyncio.run(runtime.run())
         if not state["serving"]:
             log.error("the cpex runtime ended without serving (plugin initialization failed?)")

@@ -3,8 +3,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """The plugin server launcher's checks: everything it refuses before cpex is imported (no cpex needed).
 
-The plugin config (``check_config``, ``check_kinds_importable``, ``preflight``), the server key and
-certificates (``check_key_material``, never prompting for a password), the TLS policy of the mTLS port
+The plugin config (``check_config``, ``check_kinds_importable``, ``preflight``), the TLS policy of the mTLS port
 (``tls_policy``, also run alone by ``--check-tls-policy`` on the controller), the socket passed by systemd
 (``take_activated_socket``) and the graceful-stop time. A refusal is a ``LauncherError``; see
 ``mcp_mtls_host.launcher`` for the defects these checks guard against and the exit codes.
@@ -19,7 +18,7 @@ import socket
 import ssl
 import sys
 
-LAUNCHER_VERSION = "1.2.0"
+LAUNCHER_VERSION = "1.3.0"
 CERT_REQUIRED = 2
 HEALTH_PORT_OFFSET = 1000
 KEY_PASSWORD_ENV = "PLUGINS_SERVER_SSL_KEYFILE_PASSWORD"
@@ -164,36 +163,6 @@ def check_kinds_importable(data) -> list[str]:
     return errors
 
 
-def check_key_material(tls: dict, password: str | None) -> None:
-    """Load cert, key and CA like the server will, without ever prompting."""
-    keyfile, certfile, cafile = tls["keyfile"], tls["certfile"], tls["ca_bundle"]
-    with open(keyfile, "rb") as handle:
-        pem = handle.read()
-    if pem_key_is_encrypted(pem) and not password:
-        raise LauncherError(
-            f"{keyfile} is encrypted but no password is set: put it in server_settings.tls.keyfile_password "
-            f"or in {KEY_PASSWORD_ENV} (refusing to start instead of waiting for a prompt)"
-        )
-
-    def never_prompt():
-        if password:
-            return password
-        raise LauncherError(f"{keyfile} needs a password but none is set")
-
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        context.load_cert_chain(certfile, keyfile, never_prompt)
-    except ssl.SSLError as exc:
-        raise LauncherError(
-            f"cannot use key {keyfile} with certificate {certfile}: {exc.reason or exc} "
-            "(wrong password, not a PEM key, or key and certificate do not match)"
-        ) from exc
-    try:
-        context.load_verify_locations(cafile)
-    except ssl.SSLError as exc:
-        raise LauncherError(f"cannot load CA bundle {cafile}: {exc.reason or exc}") from exc
-
-
 def activated_fds(env, pid: int) -> list[int]:
     """File descriptors systemd passed to this process (sd_listen_fds), empty when none.
 
@@ -297,15 +266,13 @@ def load_yaml(path: str):
             raise LauncherError(f"plugin config {path} is not valid YAML: {exc}") from exc
 
 
-def preflight(config_path: str, key_password: str | None, check_files: bool = True):
-    """All checks that need no cpex import; returns the parsed config."""
+def preflight(config_path: str, check_files: bool = True):
+    """The config checks that need no cpex import; returns the parsed config. (The TLS files are loaded and
+    checked by ``mcp_mtls_host.launcher_tls``.)"""
     data = load_yaml(config_path)
     errors = check_config(data, config_path, check_files=check_files)
     if not errors:
         errors = check_kinds_importable(data)
     if errors:
         raise LauncherError("refusing to start:\n  - " + "\n  - ".join(errors))
-    tls = data["server_settings"]["tls"]
-    if check_files:
-        check_key_material(tls, tls.get("keyfile_password") or key_password)
     return data

@@ -3,8 +3,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """The plugin server launcher's hold on the cpex runtime: it verifies that the cpex code it patches is the
 code it was written for (source digests), then patches the runtime's server class in place (defects 1, 5
-and 7 and the TLS policy, see ``mcp_mtls_host.launcher``). The cpex runtime module is imported by
-``launcher.main`` and handed in, uvicorn inside install_patches: this module imports without either.
+and 7, and the reloadable TLS context with the launcher's TLS policy, see ``mcp_mtls_host.launcher``). The cpex
+runtime module is imported by ``launcher.main`` and handed in, uvicorn inside install_patches: this module imports
+without either.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import ssl
 import types
 
-from .launcher_checks import CERT_REQUIRED, LAUNCHER_VERSION, LauncherError, health_port, normalize_cert_reqs, tls_policy
+from .launcher_checks import CERT_REQUIRED, LAUNCHER_VERSION, LauncherError, health_port, normalize_cert_reqs
 
 RUNTIME_MODULE = "cpex.framework.external.mcp.server.runtime"
 TESTED_CPEX_VERSION = "0.1.4"
@@ -79,24 +80,22 @@ def verify_cpex(runtime) -> None:
         log.warning("cpex %s: patched code is identical to %s, continuing", version, TESTED_CPEX_VERSION)
 
 
-def _tls_factory(policy):
-    """uvicorn's ssl_context_factory: its context, with the policy applied and client certificates required."""
+def _tls_factory(context):
+    """uvicorn's ssl_context_factory: the launcher's reloadable context (launcher_tls), instead of one that
+    uvicorn would build once from the files."""
 
     def factory(config, default_factory):
-        context = default_factory()
-        context.minimum_version = max(context.minimum_version, policy["minimum_version"])  # never below TLS 1.2
-        context.set_ciphers(policy["ciphers"])
         if context.verify_mode != ssl.CERT_REQUIRED:
-            raise LauncherError("uvicorn built a TLS context that does not require client certificates", code=3)
+            raise LauncherError("the TLS context does not require client certificates", code=3)
         return context
 
     return factory
 
 
-def install_patches(runtime, health_host: str, key_password: str | None, state: dict,
-                    listen_socket=None, stop_timeout: float = 5.0, policy=None) -> None:
-    """Patch the runtime's server class in place (after verify_cpex)."""
-    policy = policy or tls_policy({})
+def install_patches(runtime, health_host: str, state: dict, tls_context, policy: dict,
+                    listen_socket=None, stop_timeout: float = 5.0) -> None:
+    """Patch the runtime's server class in place (after verify_cpex). TLS_CONTEXT serves the mTLS port
+    (launcher_tls.TLSMaterial.start: the files of server_settings.tls, reloadable)."""
     import uvicorn
 
     if "ssl_context_factory" not in inspect.signature(uvicorn.Config).parameters:
@@ -118,13 +117,11 @@ def install_patches(runtime, health_host: str, key_password: str | None, state: 
         ssl_config["ssl_cert_reqs"] = normalize_cert_reqs(ssl_config.get("ssl_cert_reqs", CERT_REQUIRED))
         if ssl_config["ssl_cert_reqs"] != CERT_REQUIRED:
             raise LauncherError("client certificates are not required; refusing", code=3)
-        if key_password and not ssl_config.get("ssl_keyfile_password"):
-            ssl_config["ssl_keyfile_password"] = key_password
-        ssl_config["ssl_context_factory"] = _tls_factory(policy)
+        ssl_config["ssl_context_factory"] = _tls_factory(tls_context)
         ssl_config["timeout_graceful_shutdown"] = stop_timeout
         log.info(
-            "launcher %s: mTLS on %s:%s (client certificate required, %s or later, TLS 1.2 ciphers %s%s), "
-            "health on %s:%s",
+            "launcher %s: mTLS on %s:%s (client certificate required, %s or later, TLS 1.2 ciphers %s%s, "
+            "TLS files reloaded on SIGHUP), health on %s:%s",
             LAUNCHER_VERSION, self.server_config.host, self.server_config.port,
             policy["version"], policy["ciphers"],
             ", socket from systemd" if listen_socket is not None else "",

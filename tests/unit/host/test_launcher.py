@@ -1,5 +1,5 @@
 """Unit tests for the plugin server launcher: mcp_mtls_host.launcher (command line), .launcher_checks (the checks
-made before cpex is imported) and .launcher_patches (cpex verification, TLS policy factory); no cpex needed."""
+made before cpex is imported) and .launcher_patches (cpex verification, the TLS context factory); no cpex needed."""
 
 from __future__ import annotations
 
@@ -130,20 +130,6 @@ def test_kinds_importable(good):
     assert "plugin x" not in names
 
 
-def test_encrypted_key_without_password_is_refused_not_prompted(tmp_path, tls_files):
-    key = tmp_path / "enc.key"
-    key.write_bytes(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n")
-    tls = {"keyfile": str(key), "certfile": tls_files["server.crt"], "ca_bundle": tls_files["ca.crt"]}
-    with pytest.raises(launcher_checks.LauncherError, match="is encrypted but no password"):
-        launcher_checks.check_key_material(tls, None)
-
-
-def test_garbage_key_names_the_file(tls_files):
-    tls = {"keyfile": tls_files["server.key"], "certfile": tls_files["server.crt"], "ca_bundle": tls_files["ca.crt"]}
-    with pytest.raises(launcher_checks.LauncherError, match=tls_files["server.key"]):
-        launcher_checks.check_key_material(tls, None)
-
-
 def test_source_digest_is_stable():
     def sample():
         return 1
@@ -178,25 +164,23 @@ def test_verify_cpex_refuses_missing_class():
         launcher_patches.verify_cpex(types.SimpleNamespace())
 
 
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@pytest.mark.parametrize("env, minimum", [({}, "TLSv1_2"), ({"MCP_PLUGIN_TLS_MIN_VERSION": "TLSv1.3"}, "TLSv1_3")])
-def test_tls_factory_raises_minimum_and_sets_ciphers(env, minimum):
-    def default_factory():
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1
-        context.set_ciphers("ALL:@SECLEVEL=0")
-        context.verify_mode = ssl.CERT_REQUIRED
-        return context
-
-    context = launcher_patches._tls_factory(launcher_checks.tls_policy(env))(None, default_factory)
-    assert context.minimum_version == getattr(ssl.TLSVersion, minimum)
-    tls12 = {c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"}
-    assert tls12 and all(name.startswith("ECDHE-") and ("GCM" in name or "CHACHA20" in name) for name in tls12), tls12
+def test_tls_factory_hands_uvicorn_the_launchers_context():
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.verify_mode = ssl.CERT_REQUIRED
+    assert launcher_patches._tls_factory(context)(None, lambda: pytest.fail("uvicorn's own factory was called")) is context
 
 
 def test_tls_factory_requires_client_certs():
     with pytest.raises(launcher_checks.LauncherError):
-        launcher_patches._tls_factory(launcher_checks.tls_policy({}))(None, lambda: ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+        launcher_patches._tls_factory(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))(None, lambda: None)
+
+
+def test_no_file_checks_is_for_check_only(tmp_path, good):
+    import yaml
+
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(good))
+    assert launcher.main(["--config", str(config), "--no-file-checks"]) == 2
 
 
 def test_check_tls_policy_needs_no_config(monkeypatch, capsys):

@@ -75,11 +75,11 @@ def test_second_run_is_a_no_op_once_the_instances_run_with_the_files(host):
     for name in ("one", "two"):
         _record_loaded(params, name)
     again = H.converge(params)
-    assert again == {"changed": False, "changed_paths": [], "restart": [], "reasons": {}, "socket_restart": [],
-                     "daemon_reload": False, "absent": []}
+    assert again == {"changed": False, "changed_paths": [], "restart": [], "reload": [], "reasons": {},
+                     "socket_restart": [], "daemon_reload": False, "absent": []}
 
 
-def test_a_new_certificate_switches_the_link_keeps_the_previous_set_and_restarts_only_its_instance(host):
+def test_a_new_certificate_switches_the_link_keeps_the_previous_set_and_reloads_only_its_instance(host):
     params = host()
     H.converge(params)
     for name in ("one", "two"):
@@ -87,7 +87,7 @@ def test_a_new_certificate_switches_the_link_keeps_the_previous_set_and_restarts
     first = os.readlink(params["config_dir"] + "/one/tls")
     params["instances"][0]["cert"] = CERT.replace("BBBB", "DDDD")
     result = H.converge(params)
-    assert result["restart"] == ["one"] and result["reasons"] == {"one": ["TLS files changed"]}
+    assert result["reload"] == ["one"] and result["restart"] == [] and result["reasons"] == {"one": ["TLS files changed"]}
     assert not result["daemon_reload"] and result["socket_restart"] == []
     second = os.readlink(params["config_dir"] + "/one/tls")
     versions = sorted(os.listdir(params["config_dir"] + "/one/tls.d"))
@@ -157,7 +157,61 @@ def test_permissions_and_owners_are_repaired_and_reported(host):
     result = H.converge(params)
     assert _mode(params["config_dir"] + "/one/tls/server.key") == 0o600
     assert _mode(params["config_dir"] + "/two/env") == 0o640
-    assert result["restart"] == ["one", "two"]
+    assert result["restart"] == ["two"] and result["reload"] == ["one"]
+
+
+def _rewrite_record(params, name, **sums):
+    """Change lines of an instance's loaded.sha256 (file name -> checksum)."""
+    path = os.path.join(params["state_dir"], name, "loaded.sha256")
+    lines = [line.split("  ", 1) for line in open(path, encoding="utf-8").read().splitlines()]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("".join("%s  %s\n" % (sums.get(file, digest), file) for digest, file in lines))
+
+
+def test_reload_false_restarts_for_a_new_tls_set(host):
+    params = host(reload=False)
+    H.converge(params)
+    for name in ("one", "two"):
+        _record_loaded(params, name)
+    params["instances"][1]["cert"] = CERT.replace("BBBB", "DDDD")
+    result = H.converge(params)
+    assert result["restart"] == ["two"] and result["reload"] == [] and result["reasons"] == {"two": ["TLS files changed"]}
+
+
+def test_a_new_tls_set_for_an_instance_that_does_not_run_is_a_restart(host):
+    params = host()
+    H.converge(params)
+    _record_loaded(params, "one")  # two has no record: it does not run
+    params["instances"][1]["cert"] = params["instances"][0]["cert"] = CERT.replace("BBBB", "DDDD")
+    result = H.converge(params)
+    assert result["reload"] == ["one"] and result["restart"] == ["two"]
+    assert result["reasons"]["two"] == ["not running (no record of what it loaded)", "TLS files changed"]
+
+
+def test_a_new_tls_set_with_a_new_config_is_one_restart(host):
+    params = host()
+    H.converge(params)
+    for name in ("one", "two"):
+        _record_loaded(params, name)
+    params["instances"][0]["cert"] = CERT.replace("BBBB", "DDDD")
+    params["instances"][0]["config"] = "plugins: [changed]\n"
+    result = H.converge(params)
+    assert result["restart"] == ["one"] and result["reload"] == []
+    assert result["reasons"]["one"] == ["config.yaml changed", "TLS files changed"]
+
+
+def test_running_with_another_tls_set_is_a_reload_and_with_another_env_a_restart(host):
+    """An interrupted run: the files were deployed, the reload or restart did not happen."""
+    params = host()
+    H.converge(params)
+    for name in ("one", "two"):
+        _record_loaded(params, name)
+    _rewrite_record(params, "one", **{"tls/server.crt": "1" * 64, "tls/server.key": "2" * 64})
+    _rewrite_record(params, "two", **{"tls/ca.crt": "3" * 64, "env": "4" * 64})
+    result = H.converge(params)
+    assert not result["changed"] and result["reload"] == ["one"] and result["restart"] == ["two"]
+    assert result["reasons"] == {"one": ["runs with another tls/server.crt than deployed"],
+                                 "two": ["runs with another env than deployed"]}
 
 
 def test_a_plain_tls_folder_of_version_0_1_becomes_the_previous_set(host):
