@@ -66,7 +66,7 @@ def check(name, ok, expected, seen):
     return {"check": name, "ok": bool(ok), "expected": expected, "seen": seen}
 
 
-def attempt(target, server_name, request, ca, cert=None, key=None, version=None, ciphers=None):
+def attempt(target, server_name, request, ca, cert=None, key=None, version=None, ciphers=None, check_hostname=True):
     """One HTTPS request to TARGET (family, sockaddr): no DNS, the server verified against CA for SERVER_NAME.
 
     Returns (outcome, detail); outcome is one of: client-error (this side could not be set up: nothing was
@@ -75,6 +75,7 @@ def attempt(target, server_name, request, ca, cert=None, key=None, version=None,
     before any HTTP answer, without an alert), tls-error (this client stopped the handshake), http (an HTTP
     status line came back) or other (a timeout, a TLS close_notify without an answer, not HTTP)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = check_hostname
     try:
         context.load_verify_locations(ca)
         if cert:
@@ -255,6 +256,71 @@ def local(port, health_port, wait=0, clock=time.monotonic, sleep=time.sleep):
                          f"port {health} listens on loopback only", f"{health_addrs}"))
     results.append(check("mtls_port_listening", bool(main_addrs), f"port {port} listens", f"{main_addrs}"))
     return results
+
+
+# What the launcher counts for each refused handshake of counted()'s attempts (launcher_telemetry.REASONS).
+COUNTED_ATTEMPTS = (("no_certificate", "a client without a certificate"),
+                    ("protocol", "a TLS 1.1 ClientHello"),
+                    ("not_tls", "plain HTTP on the mTLS port"),
+                    ("unknown_ca", "a client certificate of another CA"))
+_FAILURES = re.compile(r'^mcp_plugin_tls_handshake_failures_total\{plugin="(?:[^"\\]|\\.)*",reason="([a-z_]+)"\} ([0-9]+)$')
+
+
+def failure_counters(path):
+    """{reason: count} of a plugin instance's TLS metrics file (the launcher's tls.prom); None when unreadable."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    return {match.group(1): int(match.group(2)) for match in map(_FAILURES.match, text.splitlines()) if match}
+
+
+def counted(port, ca, metrics, foreign=None, wait=5.0, clock=time.monotonic, sleep=time.sleep):
+    """Refused handshakes are counted: make the refused handshakes of COUNTED_ATTEMPTS (unknown_ca only with
+    FOREIGN: paths cert, key) on this host's mTLS PORT (CA: the instance's bundle, to trust its certificate), then
+    wait up to WAIT seconds until the METRICS file's counter of each reason grew (other clients may add to it; a
+    reason that is not counted fails). One check record."""
+    name = "refused_handshakes_counted"
+    attempts = [item for item in COUNTED_ATTEMPTS if foreign or item[0] != "unknown_ca"]
+    expected = "each refused handshake counted by its reason in %s: %s" % (
+        metrics, ", ".join("%s (%s)" % item for item in attempts))
+    before = failure_counters(metrics)
+    if before is None:
+        return check(name, False, expected, "no metrics file %s (written by launcher 1.3.0 or later)" % metrics)
+    addrs = sorted({a for a, p in listening() if p == port})
+    if not addrs:
+        return check(name, False, expected, "port %s does not listen" % port)
+    address = {"0.0.0.0": "127.0.0.1", "::": "::1", "*": "127.0.0.1"}.get(addrs[0], addrs[0])
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    target = (family, (address, port))
+    request = b"GET /mcp HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    outcomes = []
+    for reason, _label in attempts:
+        if reason == "not_tls":
+            try:
+                with socket.create_connection(target[1][:2], timeout=TIMEOUT) as raw:
+                    raw.sendall(request)
+                    raw.recv(64)
+                outcomes.append("%s: sent" % reason)
+            except OSError as exc:
+                outcomes.append("%s: %s" % (reason, exc))
+            continue
+        options = {"version": ssl.TLSVersion.TLSv1_1, "ciphers": ANY_SUITE} if reason == "protocol" else {}
+        if reason == "unknown_ca":
+            options = {"cert": foreign["cert"], "key": foreign["key"]}
+        outcome, detail = attempt(target, "localhost", request, ca, check_hostname=False, **options)
+        outcomes.append("%s: %s" % (reason, outcome if outcome in REFUSALS else detail))
+    deadline = clock() + wait
+    while True:
+        after = failure_counters(metrics) or {}
+        grown = {reason: after.get(reason, 0) - before.get(reason, 0) for reason, _label in attempts}
+        if all(value > 0 for value in grown.values()) or clock() >= deadline:
+            break
+        sleep(0.2)
+    seen = "; ".join("%s +%d" % item for item in grown.items())
+    return check(name, all(value > 0 for value in grown.values()), expected,
+                 "%s (attempts: %s)" % (seen, "; ".join(outcomes)))
 
 
 def health_status(url):

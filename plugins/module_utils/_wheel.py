@@ -32,6 +32,12 @@ ENTRY_POINTS = {
 # Modules of the package that run on the controller only (the scheduled rotation's wrapper, installed by role
 # rotate_schedule): left out of the wheel, so a change to them restarts no service on the hosts.
 CONTROLLER_ONLY = ("mcp_mtls_host/rotate.py",)
+# Files at the root of site-packages: a .pth line runs when Python starts in the venv. This one makes cpex's plugin
+# client trust only its ca_bundle (mcp_mtls_host.client_trust), in the gateway and in every process it starts.
+ROOT_FILES = (
+    ("mcp_mtls_host_client_trust.pth",
+     b"import mcp_mtls_host.client_trust as _mcp_mtls_trust; _mcp_mtls_trust.install()\n"),
+)
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 _VERSION = re.compile(r'^__version__\s*=\s*"([0-9][0-9A-Za-z.]*)"\s*$', re.M)
 
@@ -70,7 +76,7 @@ def build(src):
     if not match:
         raise PKIError("%s/__init__.py has no __version__ = \"X.Y.Z\" line" % src)
     fingerprint = hashlib.sha256()
-    for name, data in sources:
+    for name, data in sources + list(ROOT_FILES):
         fingerprint.update(name.encode("utf-8") + b"\0" + hashlib.sha256(data).digest())
     version = "%s+g%s" % (match.group(1), fingerprint.hexdigest()[:12])
     info = "%s-%s.dist-info" % (PACKAGE, version)
@@ -82,7 +88,7 @@ def build(src):
             "%s = %s\n" % item for item in sorted(ENTRY_POINTS.items()))).encode()),
         ("%s/top_level.txt" % info, (PACKAGE + "\n").encode()),
     ]
-    entries = sources + metadata
+    entries = sources + list(ROOT_FILES) + metadata
     record_name = "%s/RECORD" % info
     record = "\n".join([_record_line(n, d) for n, d in entries] + ["%s,," % record_name, ""]).encode()
     buffer = io.BytesIO()

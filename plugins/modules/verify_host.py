@@ -66,9 +66,18 @@ options:
         O(loaded_state_dir)/NAME/loaded.sha256 match the files in O(loaded_from)/NAME.
     type: path
   loaded_state_dir:
-    description: Where the units record what each instance loaded.
+    description: Where the units record what each instance loaded (and the launchers write their TLS metrics).
     type: path
     default: /run/mcp-plugins
+  handshake_counters:
+    description:
+      - With O(loaded_from), make refused handshakes on each of O(local_plugins)'s mTLS port from this host (no
+        client certificate, TLS 1.1, plain HTTP, and with O(foreign) a certificate of another CA) and check that the
+        launcher counted each by its reason in O(loaded_state_dir)/NAME/tls.prom
+        (C(mcp_plugin_tls_handshake_failures_total), check C(refused_handshakes_counted)).
+    type: bool
+    default: false
+    version_added: 0.3.0
   same_content:
     description: Deployed files that must hold exactly given content (C(deployed_file_matches)), by SHA-256.
     type: list
@@ -212,6 +221,14 @@ options:
         type: list
         elements: str
         required: true
+      trust_check:
+        description:
+          - Also run the probe's C(--trust-check) (check C(plugin_client_trusts_only_ca_bundle)). A server signed by a
+            throwaway CA that only the system store offers (C(SSL_CERT_FILE)) must be refused by the gateway's plugin
+            client, while Python's default context accepts it.
+        type: bool
+        default: false
+        version_added: 0.3.0
   ca_files:
     description:
       - On the controller only, and alone. The CA certificates and keys of the PKI tree (current, incoming, retired).
@@ -316,7 +333,8 @@ def write_foreign(folder, foreign):
 
 def run_probe(probe):
     try:
-        proc = subprocess.run(["runuser", "-u", probe["user"], "--", probe["command"]], capture_output=True,
+        argv = ["runuser", "-u", probe["user"], "--", probe["command"]] + (["--trust-check"] if probe.get("trust_check") else [])
+        proc = subprocess.run(argv, capture_output=True,
                               text=True, timeout=PROBE_TIMEOUT, check=False)
         return proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired:
@@ -340,28 +358,40 @@ def plugin_problems(entries, keys, option):
     return problems
 
 
+def local_records(params, foreign):
+    """The records of PARAMS['local_plugins'] (FOREIGN: paths of the foreign client material, or None)."""
+    records = []
+    for plugin in params["local_plugins"]:
+        name = plugin["name"]
+        records += [dict(item, target=name)
+                    for item in _tlscheck.local(int(plugin["port"]), int(plugin["health_port"]), params["wait"])]
+        if params["loaded_from"]:
+            why = loaded_differs(os.path.join(params["loaded_from"], name),
+                                 os.path.join(params["loaded_state_dir"], name, "loaded.sha256"))
+            records.append(dict(_tlscheck.check("runs_with_deployed_files", why is None, "the files of %s/%s" % (
+                params["loaded_from"], name), why or "the deployed files"), target=name))
+        if params["handshake_counters"]:
+            records.append(dict(_tlscheck.counted(
+                int(plugin["port"]), os.path.join(params["loaded_from"], name, "tls", "ca.crt"),
+                os.path.join(params["loaded_state_dir"], name, "tls.prom"), foreign), target=name))
+    return records
+
+
 def run_checks(params):
     """Every check PARAMS ask for, as records (host-wide records carry PARAMS['host'] as target)."""
     host = params["host"]
     records = file_records(params["files"])
-    for plugin in params["local_plugins"]:
-        records += [dict(item, target=plugin["name"])
-                    for item in _tlscheck.local(int(plugin["port"]), int(plugin["health_port"]), params["wait"])]
-        if params["loaded_from"]:
-            why = loaded_differs(os.path.join(params["loaded_from"], plugin["name"]),
-                                 os.path.join(params["loaded_state_dir"], plugin["name"], "loaded.sha256"))
-            records.append(dict(_tlscheck.check("runs_with_deployed_files", why is None, "the files of %s/%s" % (
-                params["loaded_from"], plugin["name"]), why or "the deployed files"), target=plugin["name"]))
-    if params["remote_plugins"]:
-        folder = tempfile.mkdtemp(prefix="mcp-verify-")
-        try:
-            foreign = write_foreign(folder, params["foreign"]) if params["foreign"] else None
+    folder = tempfile.mkdtemp(prefix="mcp-verify-")
+    try:
+        foreign = write_foreign(folder, params["foreign"]) if params["foreign"] else None
+        records += local_records(params, foreign)
+        if params["remote_plugins"]:
             for plugin in params["remote_plugins"]:
                 checks = _tlscheck.remote(plugin["url"], params["client"], foreign,
                                           int(plugin["health_port"]) if plugin.get("health_port") else None)
                 records += [dict(item, target=plugin["name"]) for item in checks]
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     if params["ca_key_search"] is not None:
         search = params["ca_key_search"]
         found = _keysearch.ca_key(search["spki"], search["key_digests"], search["exclude"], search["root"])
@@ -397,6 +427,7 @@ def main():
             "wait": {"type": "int", "default": 0},
             "loaded_from": {"type": "path"},
             "loaded_state_dir": {"type": "path", "default": "/run/mcp-plugins"},
+            "handshake_counters": {"type": "bool", "default": False},
             "same_content": {"type": "list", "elements": "dict", "default": [], "options": {
                 "path": {"type": "path", "required": True}, "sha256": {"type": "str", "required": True},
                 "source": {"type": "str", "default": "the controller's copy"}}},
@@ -423,7 +454,8 @@ def main():
                 "health_url": {"type": "str"}, "wait": {"type": "int", "default": 0}}},
             "probe": {"type": "dict", "options": {
                 "command": {"type": "path", "required": True}, "user": {"type": "str", "required": True},
-                "plugins": {"type": "list", "elements": "str", "required": True}}},
+                "plugins": {"type": "list", "elements": "str", "required": True},
+                "trust_check": {"type": "bool", "default": False}}},
             "ca_files": {"type": "list", "elements": "path", "default": []},
         },
         supports_check_mode=True,
@@ -435,6 +467,8 @@ def main():
                  for number, item in enumerate(params["files"]) if not re.match(r"^[0-7]{4}$", item["mode"])]
     if problems:
         module.fail_json(msg="; ".join(problems))
+    if params["handshake_counters"] and params["local_plugins"] and not params["loaded_from"]:
+        module.fail_json(msg="handshake_counters needs loaded_from: the folder of the instances (their CA bundles)")
     if params["remote_plugins"] and not params["client"]:
         module.fail_json(msg="remote_plugins needs client: the paths of the gateway's client certificate, key and CA bundle")
     if params["ca_files"]:

@@ -48,6 +48,12 @@ in-process with a few targeted, version-checked patches:
   cpex's long-lived MCP streams would otherwise hold a stop until systemd
   kills the process.
 
+* defect 8 (a refused handshake leaves no trace): every handshake on the mTLS
+  port is counted, and a refused one logged once with the peer address and the
+  reason (``mcp_mtls_host.launcher_telemetry``), into
+  ``$RUNTIME_DIRECTORY/tls.prom`` (Prometheus text format) with the served
+  certificate's expiry and the reloads.
+
 Exit codes: 0 normal stop, 2 configuration refused, 3 runtime refused or
 incompatible cpex, 4 the runtime ended without ever serving.
 
@@ -130,6 +136,7 @@ def main(argv=None) -> int:
         tls_context = None if args.no_file_checks else material.start()
         if not args.check:
             material.install_signal_handler()  # SIGHUP reloads them from now on (instead of terminating)
+            material.count_handshakes()  # defect 8: refused handshakes are logged and counted (tls.prom)
 
         # Before cpex reads its (cached) settings: defects 3 and 4.
         if os.environ.get("PLUGINS_TRANSPORT", "http").lower() != "http":

@@ -30,6 +30,8 @@ import threading
 import time
 
 from .launcher_checks import LauncherError, pem_key_is_encrypted
+from .launcher_telemetry import METRICS_FILE, Telemetry
+from .launcher_telemetry import install as install_telemetry
 
 RELOAD_STATUS = "reload.json"
 LOADED_RECORD = "loaded.sha256"
@@ -43,8 +45,9 @@ def _sha256(path: str) -> str:
         return hashlib.sha256(handle.read()).hexdigest()
 
 
-def _self_check(context: ssl.SSLContext, cafile: str) -> str | None:
-    """None when a client that trusts only CAFILE accepts the certificate CONTEXT serves, else the reason.
+def _self_check(context: ssl.SSLContext, cafile: str):
+    """(None, the served certificate's notAfter in epoch seconds) when a client that trusts only CAFILE accepts the
+    certificate CONTEXT serves, else (the reason, None).
 
     An in-memory handshake, no network: the client side verifies the served chain strictly against the bundle
     the same context verifies clients with (the plugin's certificate and the gateway's come from one CA).
@@ -56,12 +59,13 @@ def _self_check(context: ssl.SSLContext, cafile: str) -> str | None:
     c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
     client_side = client.wrap_bio(c_in, c_out, server_side=False)
     server_side = context.wrap_bio(s_in, s_out, server_side=True)
-    for _ in range(20):
+    for _attempt in range(20):
         try:
             client_side.do_handshake()
-            return None  # the client verified the chain and finished (the server then wants a client certificate)
+            # The client verified the chain and finished (the server then wants a client certificate).
+            return None, ssl.cert_time_to_seconds(client_side.getpeercert()["notAfter"])
         except ssl.SSLCertVerificationError as exc:
-            return exc.verify_message or str(exc)
+            return exc.verify_message or str(exc), None
         except ssl.SSLWantReadError:
             pass
         s_in.write(c_out.read())
@@ -72,12 +76,13 @@ def _self_check(context: ssl.SSLContext, cafile: str) -> str | None:
         except ssl.SSLError:
             pass  # no client certificate: expected, the client's verdict is what counts
         c_in.write(s_out.read())
-    return "the handshake did not complete"
+    return "the handshake did not complete", None
 
 
-def build_context(files: dict, password: str | None, policy: dict) -> ssl.SSLContext:
-    """A server context from FILES (certfile, keyfile, ca_bundle: resolved paths), with the launcher's TLS policy
-    and client certificates required. Raises LauncherError naming the file and the problem."""
+def build_context(files: dict, password: str | None, policy: dict):
+    """(context, the certificate's notAfter in epoch seconds): a server context from FILES (certfile, keyfile,
+    ca_bundle: resolved paths), with the launcher's TLS policy and client certificates required. Raises
+    LauncherError naming the file and the problem."""
     keyfile, certfile, cafile = files["keyfile"], files["certfile"], files["ca_bundle"]
     with open(keyfile, "rb") as handle:
         encrypted = pem_key_is_encrypted(handle.read())
@@ -105,10 +110,10 @@ def build_context(files: dict, password: str | None, policy: dict) -> ssl.SSLCon
         context.load_verify_locations(cafile)
     except ssl.SSLError as exc:
         raise LauncherError(f"cannot load CA bundle {cafile}: {exc.reason or exc}") from exc
-    problem = _self_check(context, cafile)
+    problem, not_after = _self_check(context, cafile)
     if problem:
         raise LauncherError(f"the CA bundle {cafile} does not verify the certificate {certfile}: {problem}")
-    return context
+    return context, not_after
 
 
 class ReloadingContext(ssl.SSLContext):
@@ -135,25 +140,29 @@ class TLSMaterial:
         self.runtime_dir = runtime_dir
         self.generation = 0
         self.current = None
+        self.telemetry = Telemetry(os.path.basename(base_dir.rstrip("/")) or "plugin",
+                                   os.path.join(runtime_dir, METRICS_FILE) if runtime_dir else None)
         self.loaded = {}
         self._lock = threading.Lock()
         self._pending = threading.Event()
 
     def _load(self):
-        """(context, {record name: sha256}, set folder) from the files as they are now. The paths are resolved
-        first: a TLS set is a folder reached through one link, so key, certificate and bundle are of one set."""
-        for _ in range(3):
+        """(context, {record name: sha256}, set folder, notAfter) from the files as they are now. The paths are
+        resolved first: a TLS set is a folder reached through one link, so key, certificate and bundle are of one
+        set."""
+        for _attempt in range(3):
             resolved = {field: os.path.realpath(path) for field, path in self.paths.items()}
-            context = build_context(resolved, self.password, self.policy)
+            context, not_after = build_context(resolved, self.password, self.policy)
             sums = {os.path.relpath(self.paths[field], self.base_dir): _sha256(resolved[field]) for field in resolved}
             if resolved == {field: os.path.realpath(path) for field, path in self.paths.items()}:
-                return context, sums, os.path.dirname(resolved["certfile"])
+                return context, sums, os.path.dirname(resolved["certfile"]), not_after
         raise LauncherError("the TLS files kept changing while they were loaded")
 
     def start(self) -> ReloadingContext:
         """Load the set the instance starts with; the context to hand to uvicorn."""
-        self.current, self.loaded, folder = self._load()
+        self.current, self.loaded, folder, not_after = self._load()
         self._record(True, f"serving the TLS set in {folder}")
+        self.telemetry.served(not_after, initial=True)
         proxy = ReloadingContext(ssl.PROTOCOL_TLS_SERVER)
         proxy.minimum_version = self.current.minimum_version
         proxy.verify_mode = ssl.CERT_REQUIRED
@@ -165,15 +174,17 @@ class TLSMaterial:
         with self._lock:
             started = time.monotonic()
             try:
-                context, sums, folder = self._load()
+                context, sums, folder, not_after = self._load()
             except (LauncherError, OSError, ssl.SSLError) as exc:
                 log.error("TLS reload refused, still serving the previous set: %s", exc)
                 self._record(False, f"refused, still serving the previous set: {exc}")
+                self.telemetry.served(None, ok=False)
                 return False
             self.current, self.loaded = context, sums
             log.info("TLS reload: new handshakes use the set in %s (loaded in %.0f ms); established connections "
                      "keep theirs", folder, (time.monotonic() - started) * 1000)
             self._record(True, f"serving the TLS set in {folder}")
+            self.telemetry.served(not_after)
             return True
 
     def request_reload(self, *_signal) -> None:
@@ -191,6 +202,11 @@ class TLSMaterial:
 
     def install_signal_handler(self) -> None:
         signal.signal(signal.SIGHUP, self.request_reload)
+
+    def count_handshakes(self) -> bool:
+        """Count (and log the refused) handshakes of the connections this material's contexts serve."""
+        return install_telemetry(lambda protocol: self.telemetry if isinstance(
+            getattr(protocol, "_sslcontext", None), ReloadingContext) else None)
 
     def _record(self, ok: bool, message: str) -> None:
         """Write reload.json (generation, result) and the TLS lines of loaded.sha256 into the runtime folder."""

@@ -20,6 +20,8 @@ Prints one JSON object per plugin on stdout:
   {"name", "url", "ok", "stage", "error", "latency_ms", "hook", "hook_latency_ms",
    "tls_version", "server_cert_sha256", "server_cert_subject", "server_cert_not_after", "user"}
 ``stage`` names the step that failed (config, files, tls, mcp, hook) or is "done".
+With --trust-check, one more object, {"check", "target", "ok", "expected", "seen"}
+(``mcp_mtls_host.trustcheck``).
 Exit status: 0 all plugins ok, 1 at least one failed, 2 configuration or usage error.
 
 Run it with the Python of a venv that has ``cpex`` (the gateway's venv, or a
@@ -44,7 +46,7 @@ import ssl
 import sys
 import time
 
-from . import configcheck, watch
+from . import configcheck, trustcheck, watch
 from .common import DEFAULT_CONFIG, DEFAULT_ENV_FILE, current_user, describe_cert, emit, hook_call, resolve_target
 from .watch_stats import emit_loop
 
@@ -84,6 +86,12 @@ def parse_args(argv):
     parser.add_argument(
         "--check-config", action="store_true", help="only load and validate the config with cpex (no connection); usable as validate:"
     )
+    parser.add_argument(
+        "--trust-check",
+        action="store_true",
+        help="also prove that the client context trusts only ca_bundle: a server signed by a CA that only the system "
+        "store offers must be refused (one more JSON line, with \"check\"; mcp_mtls_host.trustcheck)",
+    )
     parser.add_argument("--verbose", action="store_true", help="show cpex/mcp log output on stderr")
     loop = parser.add_argument_group(
         "loop mode", "watch the plugins during a certificate rotation: one JSON summary line at the end, exit 1 if any call failed"
@@ -120,8 +128,8 @@ def parse_args(argv):
             parser.error("--interval needs a positive number of seconds")
         if args.fingerprint_every < 0 or args.reload_grace < 0:
             parser.error("--fingerprint-every and --reload-grace cannot be negative")
-        if args.no_hook or args.check_config:
-            parser.error("--loop calls a hook: it cannot be combined with --no-hook or --check-config")
+        if args.no_hook or args.check_config or args.trust_check:
+            parser.error("--loop calls a hook: it cannot be combined with --no-hook, --check-config or --trust-check")
         if args.new_ok:
             parser.error("--new-ok is for one-shot probes: --loop watches the plugins the config lists")
         if not args.timeout > 0:
@@ -351,7 +359,23 @@ def main(argv=None):
         return watch.run_loop_mode(plugins, args, fail_config)
 
     results = probe_all(plugins, args)
+    if args.trust_check:
+        results.append(trust_check(plugins, args.timeout))
     return 0 if all(r["ok"] for r in results) else 1
+
+
+def trust_check(plugins, timeout):
+    """The --trust-check record (printed), for the first plugin that is reached over mTLS."""
+    for plugin_config in plugins:
+        error, _url, host, _port, tls_config = resolve_target(plugin_config)
+        if not error:
+            record = trustcheck.run(plugin_config.name, host, tls_config, timeout)
+            break
+    else:
+        record = {"check": trustcheck.CHECK, "target": "config", "ok": False, "expected": trustcheck.EXPECTED,
+                  "seen": "no plugin is reached over mTLS: nothing to check"}
+    emit(record)
+    return record
 
 
 if __name__ == "__main__":

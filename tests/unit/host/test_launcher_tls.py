@@ -3,7 +3,6 @@ handshakes in memory (ssl.MemoryBIO) with certificates made here; no cpex, no ne
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import signal
@@ -11,59 +10,11 @@ import ssl
 import types
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from host_certs import der, key_pem, make_ca, make_leaf, pem
 
 from mcp_mtls_host import launcher, launcher_checks, launcher_tls
 
 POLICY = launcher_checks.tls_policy({})
-NOW = datetime.datetime.now(datetime.timezone.utc)
-
-
-def _name(cn):
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-def make_ca(cn):
-    key = ec.generate_private_key(ec.SECP256R1())
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn)).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(NOW - datetime.timedelta(days=1))
-            .not_valid_after(NOW + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-            .add_extension(ski, critical=False)
-            .sign(key, hashes.SHA256()))
-    return key, cert
-
-
-def make_leaf(ca, cn, server):
-    ca_key, ca_cert = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(NOW - datetime.timedelta(days=1))
-            .not_valid_after(NOW + datetime.timedelta(days=10))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn)]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return key, cert
-
-
-def pem(cert):
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
-def key_pem(key, password=None):
-    encryption = (serialization.BestAvailableEncryption(password.encode()) if password
-                  else serialization.NoEncryption())
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
 
 
 class Instance:
@@ -116,11 +67,11 @@ def handshake(server_context, client_leaf, trust):
             open(cert, "wb").write(pem(client_leaf[1]))
             open(key, "wb").write(key_pem(client_leaf[0]))
             client.load_cert_chain(cert, key)
-    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _attempt in range(4))
     cside = client.wrap_bio(c_in, c_out, server_side=False)
     sside = server_context.wrap_bio(s_in, s_out, server_side=True)
     server_done = False
-    for _ in range(10):
+    for _attempt in range(10):
         try:
             cside.do_handshake()
         except ssl.SSLWantReadError:
@@ -136,10 +87,6 @@ def handshake(server_context, client_leaf, trust):
         if server_done:
             return cside.getpeercert(binary_form=True), sside
     raise AssertionError("the handshake did not complete")
-
-
-def der(cert):
-    return cert.public_bytes(serialization.Encoding.DER)
 
 
 @pytest.fixture()
@@ -165,7 +112,7 @@ def test_reload_switches_certificate_and_trust_for_new_handshakes_only(tmp_path,
     inst.deploy(pki["server2"][0], pki["server2"][1], [pki["ca2"][1]])
     old_context = established.context
     assert material.reload() is True
-    served, _ = handshake(proxy, pki["gateway2"], [pki["ca2"][1]])
+    served = handshake(proxy, pki["gateway2"], [pki["ca2"][1]])[0]
     assert served == der(pki["server2"][1])
     with pytest.raises(ssl.SSLError, match="certificate verify failed|unknown ca"):
         handshake(proxy, pki["gateway1"], [pki["ca1"][1], pki["ca2"][1]])
@@ -218,7 +165,7 @@ def test_a_set_that_does_not_load_is_refused_and_the_old_one_keeps_serving(tmp_p
     assert material.reload() is False
     status = inst.status()
     assert not status["ok"] and message in status["message"] and "still serving the previous set" in status["message"]
-    served, _ = handshake(proxy, pki["gateway1"], [pki["ca1"][1]])
+    served = handshake(proxy, pki["gateway1"], [pki["ca1"][1]])[0]
     assert served == der(pki["server1"][1])
     assert inst.record() == record  # the record still names the set in use
 
@@ -284,3 +231,26 @@ def test_a_request_to_a_process_that_reported_nothing_is_refused(tmp_path):
     taken, message = launcher_tls.request(os.getpid(), str(tmp_path), timeout=1)
     assert not taken and "restart the instance instead" in message
     assert launcher_tls.request(os.getpid(), None)[0] is False
+
+
+def test_the_metrics_name_the_served_certificate_and_count_reloads(tmp_path, pki):
+    inst = Instance(tmp_path)
+    inst.deploy(pki["server1"][0], pki["server1"][1], [pki["ca1"][1]])
+    material = inst.material()
+    material.start()
+    metrics = inst.run / "tls.prom"
+
+    def sample(name):
+        return [line.rsplit(" ", 1)[1] for line in metrics.read_text().splitlines() if line.startswith(name)]
+
+    expiry = int(pki["server1"][1].not_valid_after_utc.timestamp())
+    assert sample('mcp_plugin_tls_certificate_expiry_timestamp_seconds{plugin="plugin"}') == [str(expiry)]
+    inst.deploy(pki["server2"][0], pki["server1"][1], [pki["ca1"][1]])  # refused
+    material.reload()
+    inst.deploy(pki["server2"][0], pki["server2"][1], [pki["ca2"][1]])
+    material.reload()
+    material.telemetry.write()
+    assert sample('mcp_plugin_tls_reloads_total{plugin="plugin",result="refused"}') == ["1"]
+    assert sample('mcp_plugin_tls_reloads_total{plugin="plugin",result="ok"}') == ["1"]
+    assert sample("mcp_plugin_tls_certificate_expiry_timestamp_seconds") == [
+        str(int(pki["server2"][1].not_valid_after_utc.timestamp()))]

@@ -323,3 +323,47 @@ def test_gateway_health_waits_until_healthy_and_reports_what_it_saw():
         server.server_close()
     record = _tlscheck.gateway_health(url, 0)
     assert not record["ok"] and "Error" in record["seen"], record
+
+
+# ------------------------------------------------------------------ local_plugins: refused handshakes are counted
+
+def counted_check(verify_host, pki, tmp_path, port, **extra):
+    """Module verify_host with one local plugin 't' and handshake_counters, as the role runs it on a plugin host."""
+    (tmp_path / "etc/t/tls").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "etc/t/tls/ca.crt").write_bytes((pki / "ca" / "ca.crt").read_bytes())
+    result = verify_host(local_plugins=[{"name": "t", "port": port, "health_port": port + 1000}],
+                         loaded_from=str(tmp_path / "etc"), loaded_state_dir=str(tmp_path / "run"),
+                         handshake_counters=True, **extra)
+    assert "msg" not in result, result
+    return {r["check"]: r for r in result["checks"]}["refused_handshakes_counted"]
+
+
+def test_refused_handshakes_are_counted_by_the_launchers_telemetry(verify_host, pki, serve, tmp_path):
+    from mcp_mtls_host import launcher_telemetry
+
+    context = server_context(pki)
+    (tmp_path / "run/t").mkdir(parents=True)
+    telemetry = launcher_telemetry.Telemetry("t", str(tmp_path / "run/t/tls.prom"))
+    telemetry.served(None, initial=True)
+    assert launcher_telemetry.install(lambda protocol: telemetry if protocol._sslcontext is context else None)
+    server = serve(AsyncioServer, context)
+    record = counted_check(verify_host, pki, tmp_path, server.port, foreign=foreign(pki))
+    assert record["ok"], record
+    assert record["seen"].startswith("no_certificate +1; protocol +1; not_tls +1; unknown_ca +1"), record
+    # Without the foreign material, three kinds of refusal are made and checked.
+    record = counted_check(verify_host, pki, tmp_path, server.port)
+    assert record["ok"] and "unknown_ca" not in record["seen"], record
+
+
+def test_a_launcher_that_does_not_count_fails_the_check(verify_host, pki, serve, tmp_path, monkeypatch):
+    from mcp_mtls_host import launcher_telemetry as T
+
+    monkeypatch.setattr(T, "WRITE_DELAY_S", 0.05)
+    (tmp_path / "run/t").mkdir(parents=True)
+    T.Telemetry("t", str(tmp_path / "run/t/tls.prom")).served(None, initial=True)  # a file that never changes
+    server = serve(AsyncioServer, server_context(pki))
+    record = counted_check(verify_host, pki, tmp_path, server.port, wait=0)
+    assert not record["ok"] and record["seen"].startswith("no_certificate +0; protocol +0; not_tls +0"), record
+    (tmp_path / "run/t/tls.prom").unlink()
+    record = counted_check(verify_host, pki, tmp_path, server.port)
+    assert not record["ok"] and "no metrics file" in record["seen"], record

@@ -167,3 +167,13 @@ def test_openssl_records_need_exit_0_and_ok():
     records = inv.openssl_records(results)
     assert [(r["target"], r["ok"]) for r in records] == [("gw", True), ("A", False), ("B", False)]
     assert records[1]["seen"] == "error 20 at 0 depth lookup"
+
+
+def test_probe_records_keep_the_probes_own_checks():
+    """--trust-check adds a line with "check" and no "name": a record of its own, not a plugin and not a config error."""
+    check = {"check": "plugin_client_trusts_only_ca_bundle", "target": "A", "ok": False, "expected": "refused",
+             "seen": "accepted a server whose CA is in the system store only"}
+    records = inv.probe_records(1, _line("A") + "\n" + json.dumps(check) + "\n", "", ["A"], "gw1")
+    assert _by_check(records) == [("probe_ran", "gw1", True), ("gateway_probe_mtls_call", "A", True),
+                                  ("plugin_client_trusts_only_ca_bundle", "A", False), ("probe_covers_every_plugin", "gw1", True)]
+    assert records[2]["seen"] == check["seen"] and records[2]["expected"] == "refused"
