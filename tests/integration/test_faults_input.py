@@ -570,7 +570,6 @@ ARGSPEC_CASES = {
     "plugin_server": count("plugin_server argument_specs", [
         rc_("ps-plugins-str", {"plugin_server_plugins": "notalist"}, "plugin_server_plugins"),
         rc_("ps-tls_reload-not-bool", {"plugin_server_tls_reload": "sometimes"}, "plugin_server_tls_reload"),
-        rc_("ps-metrics_textfile_dir-list", {"plugin_server_metrics_textfile_dir": ["/a"]}, "plugin_server_metrics_textfile_dir"),
         rc_("ps-plugins-port-str", {"plugin_server_plugins": [dict(PLUGIN, port="eighty")]}, "'port'", "plugin_server_plugins"),
         rc_("ps-plugins-name-missing", {"plugin_server_plugins": [{k: v for k, v in PLUGIN.items() if k != "name"}]},
             "name", "plugin_server_plugins"),
@@ -719,6 +718,8 @@ PREFLIGHT_CASES = {
         pf("ps-metrics_textfile_dir-relative", {"plugin_server_metrics_textfile_dir": "var/lib/node-exporter"},
            "Assert that the metrics folder", "plugin_server_metrics_textfile_dir must be empty or the absolute path",
            "var/lib/node-exporter"),
+        pf("ps-metrics_textfile_dir-list", {"plugin_server_metrics_textfile_dir": ["/a"]},
+           "Assert that the metrics folder", "plugin_server_metrics_textfile_dir must be empty"),
         pf("ps-metrics_textfile_dir-unit-injection", {"plugin_server_metrics_textfile_dir": "/var/lib/x\nExecStartPre=/bin/true"},
            "Assert that the metrics folder", "plugin_server_metrics_textfile_dir must be empty"),
         pf("ps-env-bad-name", {"plugin_server_env": {"BAD-NAME": "x"}}, PS_ENV, "plugin_server_env.BAD-NAME"),
