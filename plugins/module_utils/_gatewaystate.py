@@ -70,6 +70,9 @@ def validate(params):
             text = tls.get(field) or ""
             if _PEM_CERT not in text or "PRIVATE KEY" in text:
                 raise PKIError("tls.%s is not a PEM certificate without a key" % field)
+        crl = tls.get("crl") or ""
+        if crl and ("-----BEGIN X509 CRL-----" not in crl or "PRIVATE KEY" in crl):
+            raise PKIError("tls.crl is not a PEM CRL (run the pki role first)")
     loaded = params.get("loaded") or {}
     for name in loaded.get("files") or []:
         if posixpath.isabs(name) or ".." in name.split("/"):
@@ -146,6 +149,8 @@ def converge(params, run_command, check_mode=False, diff=False):
     if tls is not None:
         owners = {"client.key": (0o600, params["uid"], params["gid"])}
         files = [(dest, tls[field].encode("utf-8")) + owners.get(dest, (0o644, 0, 0)) for dest, field in TLS_FILES]
+        if tls.get("crl"):  # the CRLs of the bundle's CAs: the plugin client checks server certificates against them
+            files.append(("ca.crl", tls["crl"].encode("utf-8"), 0o644, 0, 0))
         if host.tls_set(config_dir, files, params["gid"]):
             reasons.append("TLS files changed")
     for entry in params["files"]:

@@ -46,8 +46,10 @@ LEGACY = "legacy"
 SERVICE_UNIT = "mcp-plugin@.service"
 SOCKET_UNIT = "mcp-plugin@.socket"
 DROPIN = "listen.conf"
-# What an instance loads at start, relative to its folder (mcp-plugin@.service records their checksums).
-LOADED_FILES = ("config.yaml", "env", "tls/server.crt", "tls/server.key", "tls/ca.crt")
+# What an instance loads at start, relative to its folder (mcp-plugin@.service records their checksums; the
+# launcher records the TLS ones again, and the CRL, which a TLS set may lack: absent and unrecorded is the same).
+LOADED_FILES = ("config.yaml", "env", "tls/server.crt", "tls/server.key", "tls/ca.crt", "tls/ca.crl")
+OPTIONAL_FILES = ("tls/ca.crl",)
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9@_.:-]*\.(service|socket|timer|path|target)$")
 _LOADED_LINE = re.compile(r"^([0-9a-f]{64}) [ *](\S.*)$")
 
@@ -106,7 +108,9 @@ def validate(instances, units, keys, secrets, programs=None, restart_programs=()
                 raise PKIError("instance %s: %s is empty (render it before calling plugin_host)" % (name, field))
         if not isinstance(keys.get(name), str) or "PRIVATE KEY" not in keys[name]:
             raise PKIError("instance %s: keys has no PEM private key for it (run the pki role first)" % name)
-        if "PRIVATE KEY" in entry["cert"] or "PRIVATE KEY" in entry["ca"]:
+        if entry.get("crl") and "-----BEGIN X509 CRL-----" not in entry["crl"]:
+            raise PKIError("instance %s: crl is not a PEM CRL (run the pki role first)" % name)
+        if "PRIVATE KEY" in entry["cert"] or "PRIVATE KEY" in entry["ca"] or "PRIVATE KEY" in (entry.get("crl") or ""):
             raise PKIError("instance %s: a private key was given as certificate or CA bundle: "
                            "only keys may hold a key" % name)
     unknown = sorted(set(keys) - set(names)) + sorted(set(secrets) - set(names))
@@ -241,7 +245,14 @@ def loaded_diff(folder, state_file, files=LOADED_FILES):
         match = _LOADED_LINE.match(line)
         if match:
             sums[match.group(2)] = match.group(1)
-    return [name for name in files if sums.get(name) != sha256(read_bytes(posixpath.join(folder, name)) or b"\0")]
+    differ = []
+    for name in files:
+        data = read_bytes(posixpath.join(folder, name))
+        if data is None and name in OPTIONAL_FILES and name not in sums:
+            continue
+        if sums.get(name) != sha256(data or b"\0"):
+            differ.append(name)
+    return differ
 
 
 def loaded_differs(folder, state_file, files=LOADED_FILES):
@@ -306,6 +317,8 @@ def converge(params, check_mode=False):
         tls = [("server.key", _bytes(keys[name]), 0o600, uid, gid),
                ("server.crt", _bytes(entry["cert"]), 0o644, 0, 0),
                ("ca.crt", _bytes(entry["ca"]), 0o644, 0, 0)]
+        if entry.get("crl"):
+            tls.append(("ca.crl", _bytes(entry["crl"]), 0o644, 0, 0))
         if files.tls_set(folder, tls, gid):
             (reload_reasons if tls_reload else reasons)[name].append("TLS files changed")
         dropin = socket_dropin_dir(unit_dir, name)

@@ -68,8 +68,9 @@ def external_plugins(config, source="plugins config"):
 
 
 def pki_leaves(entries, pki_dir, plugin_subject_prefix=DEFAULT_PREFIX,
-               gateway_subject="/CN=mcp-gateway-client/O=MCPGateway/OU=Gateway"):
-    """The certificate_set items for the gateway client and every plugin, in the upstream layout.
+               gateway_subject="/CN=mcp-gateway-client/O=MCPGateway/OU=Gateway", reissue=()):
+    """The certificate_set items for the gateway client and every plugin, in the upstream layout; the leaves named
+    in REISSUE ("gateway" or plugin names) are re-issued now, with a new key (a revocation's replacement).
 
     Passphrases are not part of the items: leaf_passphrases() gives the modules' option passphrases."""
     if not pki_dir:
@@ -103,6 +104,14 @@ def pki_leaves(entries, pki_dir, plugin_subject_prefix=DEFAULT_PREFIX,
             "ca_copy_path": paths["ca"],
         }
         leaves.append(leaf)
+    known = [leaf["name"] for leaf in leaves]
+    unknown = [name for name in reissue or () if name not in known]
+    if unknown:
+        raise PlanError("reissue: %s is not a leaf of the tree (the gateway or a planned plugin: %s)"
+                        % (", ".join(map(str, unknown)), ", ".join(known)))
+    for leaf in leaves:
+        if leaf["name"] in (reissue or ()):
+            leaf.update(force=True, keep_key=False)
     return leaves
 
 

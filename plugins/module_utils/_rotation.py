@@ -52,6 +52,9 @@ class Layout:
         self.next_dir = os.path.join(self.dir, NEXT_NAME)
         self.next_key = os.path.join(self.next_dir, "ca.key")
         self.next_cert = os.path.join(self.next_dir, "ca.crt")
+        # The CA's CRL (module crl), beside its certificate; it moves with the CA on promotion.
+        self.crl = os.path.join(self.dir, "ca.crl")
+        self.next_crl = os.path.join(self.next_dir, "ca.crl")
         self.state = os.path.join(self.dir, STATE_NAME)
         self.retired = os.path.join(self.dir, RETIRED_NAME)
 
@@ -92,7 +95,7 @@ def _write_state(layout, state):
 
 
 def _promotion_step(layout, state):
-    """The promotion steps still to do, in order: some of retire, key, cert, then cleanup."""
+    """The promotion steps still to do, in order: some of retire, key, cert, crl, then cleanup."""
     current = _fingerprint(layout.cert)
     if current not in (state["old"], state["new"]):
         raise PKIError("%s is neither the old CA (%s) nor the new one (%s) of the rotation in %s: restore it"
@@ -107,6 +110,8 @@ def _promotion_step(layout, state):
             raise PKIError("%s is the old CA, but the new CA certificate %s is gone: restore it" % (
                 layout.cert, layout.next_cert))
         todo.append("cert")
+    if os.path.lexists(layout.next_crl):
+        todo.append("crl")
     todo.append("cleanup")
     return todo
 
@@ -120,6 +125,9 @@ def _promote(layout, state):
             target = layout.retired_dir(state["old"])
             _io.ensure_dir(layout.retired, 0o700)
             _io.ensure_dir(target, 0o700)
+            crl = _io.read_bytes(layout.crl)
+            if crl is not None:  # its CRL, when it has one, goes with it
+                _io.write_file(os.path.join(target, "ca.crl"), crl, 0o644)
             for name, mode in (("ca.key", 0o600), ("ca.crt", 0o644)):
                 data = _io.read_bytes(os.path.join(layout.dir, name))
                 if data is None:
@@ -135,6 +143,10 @@ def _promote(layout, state):
             os.replace(layout.next_cert, layout.cert)
             _io.fsync_dir(layout.dir)
             done.append("new CA certificate moved to %s" % layout.cert)
+        elif step == "crl":
+            os.replace(layout.next_crl, layout.crl)
+            _io.fsync_dir(layout.dir)
+            done.append("new CA's CRL moved to %s" % layout.crl)
         elif step == "cleanup":
             if os.path.isdir(layout.next_dir):
                 for path in (layout.next_key, layout.next_cert):

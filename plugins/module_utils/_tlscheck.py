@@ -154,11 +154,12 @@ def foreign_problem(foreign):
     return None
 
 
-def remote(url, client, foreign=None, health_port=None):
+def remote(url, client, foreign=None, health_port=None, revoked=None):
     """The checks of one plugin endpoint URL (as in the gateway's plugins.yaml) from this host.
 
     CLIENT: paths cert, key, ca of the gateway's client files; FOREIGN: paths cert, key (and ca) of a valid
-    client certificate of another CA, or None; HEALTH_PORT: the plugin's health port (default: port + 1000)."""
+    client certificate of another CA, or None; HEALTH_PORT: the plugin's health port (default: port + 1000);
+    REVOKED: paths cert, key of a client certificate of this CA that was revoked (playbooks/revoke.yml), or None."""
     parts = urlsplit(url)
     host, port = parts.hostname, parts.port or 443
     request = f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
@@ -202,6 +203,10 @@ def remote(url, client, foreign=None, health_port=None):
         problem = foreign_problem(foreign)
         results.append(check("foreign_ca_cert_refused", False, expected, problem) if problem else
                        on_twin("foreign_ca_cert_refused", expected, refused, cert=foreign["cert"], key=foreign["key"]))
+    if revoked:
+        results.append(on_twin("revoked_client_cert_refused",
+                               f"{server_refusal}, for the revoked client certificate (its CA's CRL lists it)",
+                               refused, cert=revoked["cert"], key=revoked["key"]))
     results.append(on_twin("hostname_mismatch_refused",
                            f"this client refuses the server's certificate for {WRONG_NAME} (verify code {HOSTNAME_MISMATCH}, "
                            "hostname mismatch) on the address where the right name succeeds",

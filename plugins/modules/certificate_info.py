@@ -56,6 +56,17 @@ options:
       - A certificate that expires within this many days has status V(expiring).
     type: int
     default: 30
+  crl:
+    description:
+      - A revocation list (PEM) to report on as RV(crl), checked against O(ca_cert).
+    type: path
+    version_added: 0.3.0
+  crl_renew_before_days:
+    description:
+      - RV(crl.status) is V(expiring) when O(crl) lapses within this many days.
+    type: int
+    default: 15
+    version_added: 0.3.0
 requirements:
   - cryptography >= 41.0
 seealso:
@@ -184,6 +195,35 @@ ca_error:
   returned: success
   type: str
   sample: null
+crl:
+  description: The report on O(crl); null when O(crl) is not given.
+  returned: success
+  type: dict
+  version_added: 0.3.0
+  contains:
+    path:
+      description: The CRL file.
+      type: str
+    status:
+      description:
+        - V(ok), V(expiring) (within O(crl_renew_before_days)), V(expired) (every peer would refuse every certificate),
+          V(missing) or V(invalid) (unreadable, or not signed by O(ca_cert)).
+      type: str
+    next_update:
+      description: When it lapses, ISO 8601 UTC.
+      type: str
+    next_update_epoch:
+      description: The same, in seconds since the epoch.
+      type: int
+    days_left:
+      description: Whole days until then.
+      type: int
+    revoked:
+      description: How many certificates it lists.
+      type: int
+    error:
+      description: Why the status is V(missing) or V(invalid); null otherwise.
+      type: str
 summary:
   description: How many certificates have each status, and the total.
   returned: success
@@ -191,13 +231,43 @@ summary:
   sample: {"total": 3, "ok": 2, "expiring": 1, "expired": 0, "missing": 0, "invalid": 0}
 """
 
+import calendar
+import time
+
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._argspec import attach_passphrases, passphrases_argument_spec
 
+from ansible_collections.mcpgateway.mtls.plugins.module_utils._crl import crl_info
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._errors import PKIError
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._pkiinfo import certificate_info
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._x509 import CRYPTOGRAPHY_IMPORT_ERROR, HAS_CRYPTOGRAPHY
+
+
+def crl_report(path, ca_cert, renew_before_days):
+    """RV(crl): the CRL at PATH, its status and its days left."""
+    report = {"path": path, "status": "invalid", "next_update": None, "next_update_epoch": None, "days_left": None,
+              "revoked": None, "error": None}
+    try:
+        with open(ca_cert, "rb") as handle:
+            ca = handle.read() if ca_cert else None
+    except (OSError, TypeError):
+        ca = None
+    try:
+        info = crl_info(path, ca)
+    except PKIError as exc:
+        report.update(status="missing" if "does not exist" in str(exc) else "invalid", error=str(exc))
+        return report
+    report.update(next_update=info["next_update"], days_left=info["days_left"], revoked=len(info["revoked_serials"]))
+    if info["next_update"]:
+        report["next_update_epoch"] = calendar.timegm(time.strptime(info["next_update"], "%Y-%m-%dT%H:%M:%SZ"))
+    if info["signature_ok"] is False:
+        report["error"] = "not signed by %s" % ca_cert
+    elif info["days_left"] is None or info["days_left"] < 0:
+        report["status"] = "expired"
+    else:
+        report["status"] = "expiring" if info["days_left"] < renew_before_days else "ok"
+    return report
 
 
 def main():
@@ -210,6 +280,8 @@ def main():
         "paths": {"type": "list", "elements": "path"},
         "ca_cert": {"type": "path"},
         "renew_before_days": {"type": "int", "default": 30},
+        "crl": {"type": "path"},
+        "crl_renew_before_days": {"type": "int", "default": 15},
     }
     argument_spec.update(passphrases_argument_spec())
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True,
@@ -228,6 +300,7 @@ def main():
         module.fail_json(msg=str(exc))
     if result["ca_error"]:
         module.warn(result["ca_error"])
+    result["crl"] = crl_report(params["crl"], params["ca_cert"], params["crl_renew_before_days"]) if params["crl"] else None
     module.exit_json(changed=False, **result)
 
 

@@ -114,6 +114,13 @@ options:
         description: The CA bundle plugin servers are verified against (PEM).
         type: str
         required: true
+      crl:
+        description:
+          - The CRLs of the CAs of O(tls.ca) (PEM), written to C(ca.crl) in the TLS set. The plugin client (the host
+            package's hook) then checks every plugin server's certificate against its CA's CRL. Empty, none is checked.
+        type: str
+        default: ""
+        version_added: 0.3.0
   files:
     description: Plain files to write, in this order.
     type: list
@@ -275,6 +282,7 @@ def main():
                 "key": {"type": "str", "required": True, "no_log": True},
                 "cert": {"type": "str", "required": True},
                 "ca": {"type": "str", "required": True},
+                "crl": {"type": "str", "default": ""},
             }},
             "directories": {"type": "list", "elements": "dict", "default": [], "options": {
                 "path": {"type": "path", "required": True},

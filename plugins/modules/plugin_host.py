@@ -15,7 +15,7 @@ description:
   - For each instance V(NAME) in O(instances) it ensures O(config_dir)/NAME/ (root, group O(group), 0750),
     C(config.yaml) and C(env) (0640), C(secret.env) (0640, only for instances in O(passphrases); removed otherwise),
     the TLS set O(config_dir)/NAME/tls, a link to C(tls.d/ID/) holding C(server.key) (owner O(user), 0600),
-    C(server.crt) and C(ca.crt) (root, 0644), and the socket drop-in
+    C(server.crt), C(ca.crt) and with O(instances[].crl) C(ca.crl) (root, 0644), and the socket drop-in
     O(unit_dir)/mcp-plugin@NAME.socket.d/listen.conf. It also writes the shared unit files O(units).
   - Every file is replaced atomically; a TLS set is switched by replacing one link, so key, certificate and CA
     bundle change together. The previous set is kept for a rollback; older ones are removed.
@@ -75,6 +75,13 @@ options:
         description: The CA bundle clients are verified against (PEM).
         type: str
         required: true
+      crl:
+        description:
+          - The CRLs of the CAs of O(instances[].ca) (PEM), written to C(ca.crl) in the TLS set. The launcher then checks
+            every client certificate against its CA's CRL. Empty, the set has no CRL and none is checked.
+        type: str
+        default: ""
+        version_added: 0.3.0
   keys:
     description: The server private key (PEM) of each instance, by name. Never logged.
     type: dict
@@ -246,6 +253,7 @@ _INSTANCE = {
     "socket": {"type": "str", "required": True},
     "cert": {"type": "str", "required": True},
     "ca": {"type": "str", "required": True},
+    "crl": {"type": "str", "default": ""},
 }
 
 

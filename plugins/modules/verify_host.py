@@ -159,6 +159,22 @@ options:
       ca:
         description: The foreign CA certificate; the certificate must verify against it as a TLS client.
         type: str
+  revoked_client:
+    description:
+      - A client certificate of this PKI that was revoked (C(playbooks/revoke.yml), PEM contents). With
+        O(remote_plugins), each plugin must refuse it where the gateway's certificate succeeds
+        (C(revoked_client_cert_refused)). Written to a private temporary folder and removed before the module returns.
+    type: dict
+    version_added: 0.3.0
+    suboptions:
+      cert:
+        description: The revoked certificate, PEM.
+        required: true
+        type: str
+      key:
+        description: Its private key, PEM and unencrypted (the check presents it). Never logged.
+        required: true
+        type: str
   ca_key_search:
     description:
       - Search every regular file of the host (but the pseudo file systems and O(ca_key_search.exclude)) for a private
@@ -221,6 +237,26 @@ options:
         type: list
         elements: str
         required: true
+      revoked:
+        description:
+          - A plugin's revoked server certificate (C(playbooks/revoke.yml)). The probe serves it on loopback under the
+            plugin's name, and the gateway's plugin client (with its CRL) must refuse it (C(revoked_server_cert_refused)).
+            Written to a temporary folder that only O(probe.user) can read, removed before the module returns.
+        type: dict
+        version_added: 0.3.0
+        suboptions:
+          name:
+            description: The plugin.
+            type: str
+            required: true
+          cert:
+            description: The revoked certificate (PEM).
+            type: str
+            required: true
+          key:
+            description: Its private key (PEM). Never logged.
+            type: str
+            required: true
       trust_check:
         description:
           - Also run the probe's C(--trust-check) (check C(plugin_client_trusts_only_ca_bundle)). A server signed by a
@@ -277,6 +313,7 @@ ca_identities:
 """
 
 import hashlib
+import json
 import os
 import pwd
 import re
@@ -320,7 +357,9 @@ def file_records(expectations):
 
 
 def write_foreign(folder, foreign):
-    """The foreign material as files in FOLDER (0600): {cert, key, ca} paths."""
+    """The foreign material as files in FOLDER (made 0700 when missing; files 0600): {cert, key, ca} paths."""
+    if not os.path.isdir(folder):
+        os.makedirs(folder, 0o700)
     paths = {}
     for part in ("cert", "key", "ca"):
         if foreign.get(part):
@@ -331,16 +370,46 @@ def write_foreign(folder, foreign):
     return paths
 
 
-def run_probe(probe):
+def run_probe(probe, extra=()):
     try:
         argv = ["runuser", "-u", probe["user"], "--", probe["command"]] + (["--trust-check"] if probe.get("trust_check") else [])
-        proc = subprocess.run(argv, capture_output=True,
+        proc = subprocess.run(argv + list(extra), capture_output=True,
                               text=True, timeout=PROBE_TIMEOUT, check=False)
         return proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired:
         return 124, "", "the probe did not end within %d s" % PROBE_TIMEOUT
     except OSError as exc:
         return 127, "", "cannot run runuser: %s" % exc
+
+
+def revoked_server_records(probe):
+    """The probe's revoked_server_cert_refused check: the revoked certificate and key of plugin probe.revoked.name,
+    in a temporary folder that only the probe's user can read, served on loopback to the client context."""
+    revoked = probe["revoked"]
+    folder = tempfile.mkdtemp(prefix="mcp-revoked-")
+    try:
+        paths = write_foreign(folder, {"cert": revoked["cert"], "key": revoked["key"]})
+        account = pwd.getpwnam(probe["user"])
+        for path in [folder] + list(paths.values()):
+            os.chown(path, account.pw_uid, account.pw_gid)
+        rc, out, err = run_probe(dict(probe, trust_check=False), ["--no-hook", "--plugin", revoked["name"],
+                                                                  "--revoked-cert", paths["cert"], "--revoked-key", paths["key"]])
+    except (KeyError, OSError) as exc:
+        rc, out, err = 127, "", str(exc)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    found = []
+    for text in out.splitlines():
+        try:
+            line = json.loads(text) if text.startswith("{") else None
+        except ValueError:
+            line = None
+        if isinstance(line, dict) and line.get("check") == "revoked_server_cert_refused":
+            found.append(line)
+    if not found:
+        return [{"check": "revoked_server_cert_refused", "target": revoked["name"], "ok": False,
+                 "expected": "the probe checks the revoked server certificate", "seen": "exit %s %s" % (rc, err[-300:])}]
+    return [{key: found[0].get(key) for key in ("check", "target", "ok", "expected", "seen")}]
 
 
 def plugin_problems(entries, keys, option):
@@ -384,11 +453,15 @@ def run_checks(params):
     folder = tempfile.mkdtemp(prefix="mcp-verify-")
     try:
         foreign = write_foreign(folder, params["foreign"]) if params["foreign"] else None
+        revoked = None
+        if params["revoked_client"]:
+            revoked = write_foreign(os.path.join(folder, "revoked"), params["revoked_client"])
         records += local_records(params, foreign)
         if params["remote_plugins"]:
             for plugin in params["remote_plugins"]:
                 checks = _tlscheck.remote(plugin["url"], params["client"], foreign,
-                                          int(plugin["health_port"]) if plugin.get("health_port") else None)
+                                          int(plugin["health_port"]) if plugin.get("health_port") else None,
+                                          revoked)
                 records += [dict(item, target=plugin["name"]) for item in checks]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -413,6 +486,8 @@ def run_checks(params):
     if params["probe"] is not None:
         rc, out, err = run_probe(params["probe"])
         records += probe_records(rc, out, err, params["probe"]["plugins"], host)
+        if params["probe"].get("revoked"):
+            records += revoked_server_records(params["probe"])
     return records
 
 
@@ -440,6 +515,9 @@ def main():
                 "ca": {"type": "path", "required": True}}},
             # no_log on the whole option: AnsibleModule logs a dict option's str() to the journal, where a
             # suboption's no_log value (a multi-line key) no longer matches and would be written in clear.
+            "revoked_client": {"type": "dict", "no_log": True, "options": {
+                "cert": {"type": "str", "required": True},
+                "key": {"type": "str", "required": True, "no_log": True}}},
             "foreign": {"type": "dict", "no_log": True, "options": {
                 "cert": {"type": "str", "required": True}, "key": {"type": "str", "required": True, "no_log": True},
                 "ca": {"type": "str"}}},
@@ -455,7 +533,11 @@ def main():
             "probe": {"type": "dict", "options": {
                 "command": {"type": "path", "required": True}, "user": {"type": "str", "required": True},
                 "plugins": {"type": "list", "elements": "str", "required": True},
-                "trust_check": {"type": "bool", "default": False}}},
+                "trust_check": {"type": "bool", "default": False},
+                "revoked": {"type": "dict", "no_log": True, "options": {
+                    "name": {"type": "str", "required": True},
+                    "cert": {"type": "str", "required": True},
+                    "key": {"type": "str", "required": True, "no_log": True}}}}},
             "ca_files": {"type": "list", "elements": "path", "default": []},
         },
         supports_check_mode=True,

@@ -46,6 +46,7 @@ ANSIBLE_PLAYBOOK = str(REPO / ".venv" / "bin" / "ansible-playbook")
 ROLE_MAIN = PLAYBOOKS / "faults_role_main.yml"
 ROLE_PREFLIGHT = PLAYBOOKS / "faults_role_preflight.yml"
 ROTATE = REPO / "playbooks" / "rotate.yml"
+REVOKE = REPO / "playbooks" / "revoke.yml"
 PWNED = Path("/tmp/pwned")
 SHELL = "$(touch /tmp/pwned)"
 RMRF = ";rm -rf x"
@@ -1084,6 +1085,50 @@ def test_rotate_settings(case_id, setting, value, rotate_outcomes):
     assert_host_failed(outcome, case, first=True)
     host = outcome.extra["hosts"]["g1"]
     assert all(other not in host["text"] for other in ROTATE_RULES if other != setting), host["text"]
+    assert list(outcome.workdir.iterdir()) == [outcome.workdir / "x"], list(outcome.workdir.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------ playbook revoke.yml: input
+
+REVOKE_CASES = count("revoke.yml input", [
+    ("missing", None, "revoke must name the leaf to revoke: -e revoke=gateway or -e revoke=PLUGIN"),
+    ("empty", "", "revoke must name the leaf to revoke"),
+    ("list", ["gateway"], "revoke must name the leaf to revoke"),
+    ("the-ca", "ca", "revoke=ca: the CA cannot be revoked by its own revocation list"),
+    ("unknown-plugin", "NoSuch", 'revoke="NoSuch" is neither gateway nor a plugin of the plan (Alpha)'),
+    ("shell", SHELL, "is neither gateway nor a plugin of the plan"),
+    ("path", "../gateway", 'revoke="../gateway" is neither gateway nor a plugin of the plan'),
+])
+
+
+@pytest.fixture(scope="module")
+def revoke_outcomes(tmp_path_factory):
+    base = tmp_path_factory.mktemp("faults-revoke")
+
+    def one(case_id, case):
+        value = case[0]
+        workdir = base / case_id
+        sentinel(workdir)
+        pki_dir = workdir / "certs" / "mcp"
+        inventory = write_inventory(workdir.parent / ("%s.yml" % case_id),
+                                    {"g1": {"pki_dir": str(pki_dir)},
+                                     "p1": {"pki_dir": str(pki_dir), "plugin_server_plugins": [{"name": "Alpha", "port": 8000}]}},
+                                    groups={"mcp_gateways": ["g1"], "mcp_plugin_servers": ["p1"]})
+        before = snapshot(workdir)
+        outcome = run_ansible(REVOKE, inventory, workdir, {} if value is None else {"revoke": value})
+        outcome.before, outcome.after, outcome.workdir = before, snapshot(workdir), workdir
+        return outcome
+
+    return in_parallel(one, [(i, (value,)) for i, value, _message in REVOKE_CASES])
+
+
+@pytest.mark.parametrize("case_id, value, message", [pytest.param(*case, id=case[0]) for case in REVOKE_CASES])
+def test_revoke_input(case_id, value, message, revoke_outcomes):
+    """A missing, empty or unknown leaf, or the CA, stops revoke.yml at its first task, naming the input and what
+    can be revoked: no PKI, no copy, no host touched."""
+    outcome = revoke_outcomes[case_id]
+    case = RoleCase("g1", {}, (message,), "Check what to revoke")
+    assert_host_failed(outcome, case, first=True)
     assert list(outcome.workdir.iterdir()) == [outcome.workdir / "x"], list(outcome.workdir.iterdir())
 
 

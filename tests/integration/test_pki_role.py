@@ -47,10 +47,10 @@ def test_four_step_idempotence_and_byte_identical_second_run(tmp_path):
 
     first = pki(tmp_path)
     assert first.rc == 0, first.out
-    assert first.changed() == 2
+    assert first.changed() == 3  # CA, its revocation list, leaves
     before = tree_digest(root)
     assert set(before) == {
-        "ca/ca.key", "ca/ca.crt", "gateway/client.key", "gateway/client.crt", "gateway/ca.crt",
+        "ca/ca.key", "ca/ca.crt", "ca/ca.crl", "gateway/client.key", "gateway/client.crt", "gateway/ca.crt",
         "plugins/PluginA/server.key", "plugins/PluginA/server.crt", "plugins/PluginA/ca.crt",
         "plugins/PluginB/server.key", "plugins/PluginB/server.crt", "plugins/PluginB/ca.crt",
     } | ({"ca/.lock"} if "ca/.lock" in before else set())
@@ -282,7 +282,7 @@ def test_the_controller_side_never_runs_under_become(tmp_path):
         "children": {"mcp_plugin_servers": {"hosts": {"p1": {"plugin_server_plugins": [{"name": "Alpha", "port": 8000}]}}}}}}))
     res = run_playbook(PLAYBOOKS / "pki_inventory.yml", {"pki_dir": str(tmp_path / "certs/mcp"), **FAST},
                        inventory=inv, args=["--limit", "p1"])
-    assert res.rc == 0 and res.changed("p1") == 2, res.out
+    assert res.rc == 0 and res.changed("p1") == 3, res.out  # CA, its revocation list, leaves
     assert (tmp_path / "certs/mcp/plugins/Alpha/server.key").stat().st_uid == os.getuid()
 
 

@@ -8,7 +8,8 @@ for every plugin connection, starts from ``ssl.create_default_context()`` and th
 host's system store (public or corporate) that signs a certificate for a plugin's name is trusted as well. This
 module replaces that function, in every process of the venv it is installed into, by one that builds the context
 from ``ca_bundle`` alone, with the same settings otherwise (TLS 1.2 or later, certificate and hostname verification
-as configured, strict X.509 checks, the client certificate). The rest of the process (the gateway's other outbound
+as configured, strict X.509 checks, the client certificate); and when the TLS set holds a CRL beside the bundle
+(``ca.crl``, ``mcp_mtls_host.crlfile``), server certificates are checked against it. The rest of the process (the gateway's other outbound
 TLS) keeps the system store.
 
 It is installed by a ``.pth`` file of the host package (``install`` runs when Python starts in the venv): a finder
@@ -41,7 +42,10 @@ def _log():
 def restricted(original):
     """create_ssl_context that trusts only tls_config.ca_bundle (ORIGINAL: cpex's, used when there is nothing to
     restrict: verification off or no bundle)."""
+    import os  # pylint: disable=import-outside-toplevel
     import ssl  # pylint: disable=import-outside-toplevel
+
+    from . import crlfile  # pylint: disable=import-outside-toplevel
 
     def create_ssl_context(tls_config, plugin_name):
         if not getattr(tls_config, "verify", True) or not getattr(tls_config, "ca_bundle", None):
@@ -55,6 +59,11 @@ def restricted(original):
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.verify_flags |= getattr(ssl, "VERIFY_X509_STRICT", 0)
             context.load_verify_locations(cafile=tls_config.ca_bundle)
+            crl = crlfile.beside(tls_config.ca_bundle)
+            if os.path.exists(crl):  # the CRLs of the bundle's CAs: a revoked server certificate is refused
+                crlfile.current(crl)  # an expired CRL would refuse every plugin: say so instead
+                context.load_verify_locations(cafile=crl)
+                context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
             if not tls_config.check_hostname:
                 _log().warning("Hostname verification disabled for plugin '%s'. This increases risk of MITM attacks.",
                                plugin_name)

@@ -6,7 +6,8 @@
 Every handshake on the mTLS port ends in asyncio's ``SSLProtocol._on_handshake_complete``; the launcher wraps it
 for the connections of its own TLS context (``launcher_tls.ReloadingContext``) and hands each outcome to a
 ``Telemetry``: a refused handshake is logged once with the peer's address and the reason (at most
-``LOG_BURST`` lines per ``LOG_WINDOW_S`` seconds, then one line saying how many more were only counted), and
+``LOG_BURST`` lines per reason and ``LOG_WINDOW_S`` seconds, then one line saying how many more were only counted:
+a flood of one kind never hides another), and
 counted by reason. The counters, and gauges for the served certificate's expiry and the TLS set's reloads, are
 written in the Prometheus text format to ``$RUNTIME_DIRECTORY/tls.prom`` (atomically, at most once a second):
 files, never a network listener. The health check copies the file to a node_exporter textfile directory when one
@@ -83,8 +84,9 @@ class Telemetry:
         self.handshakes = 0
         self.reloads = {"ok": 0, "refused": 0}
         self.certificate_not_after = None
+        self.crl_next_update = None
         self.loaded_at = None
-        self._window_start, self._logged, self._suppressed = None, 0, 0
+        self._windows = {}  # reason -> [window start, lines logged, lines suppressed]
         self._lock = threading.Lock()
         self._timer = None
 
@@ -103,25 +105,29 @@ class Telemetry:
 
     def _log_refusal(self, peer, reason, detail):
         now = self.clock()
-        if self._window_start is None or now - self._window_start >= LOG_WINDOW_S:
-            if self._suppressed:
-                log.warning("%d more refused TLS handshakes in the last %.0f s were counted, not logged",
-                            self._suppressed, LOG_WINDOW_S)
-            self._window_start, self._logged, self._suppressed = now, 0, 0
-        if self._logged < LOG_BURST:
-            self._logged += 1
+        window = self._windows.get(reason)
+        if window is None or now - window[0] >= LOG_WINDOW_S:
+            if window and window[2]:
+                log.warning("%d more refused TLS handshakes (%s) in the last %.0f s were counted, not logged",
+                            window[2], reason, LOG_WINDOW_S)
+            window = self._windows[reason] = [now, 0, 0]
+        if window[1] < LOG_BURST:
+            window[1] += 1
             where = "%s:%s" % tuple(peer[:2]) if isinstance(peer, (tuple, list)) and len(peer) >= 2 else str(peer)
             log.warning("refused TLS handshake from %s: %s (%s)", where, reason, detail)
         else:
-            self._suppressed += 1
+            window[2] += 1
 
-    def served(self, not_after: float | None, ok: bool = True, initial: bool = False) -> None:
-        """A TLS set was loaded (INITIAL: at start) or a reload was refused (OK false)."""
+    def served(self, not_after: float | None, ok: bool = True, initial: bool = False,
+               crl_next_update: float | None = None) -> None:
+        """A TLS set was loaded (INITIAL: at start; CRL_NEXT_UPDATE: its CRL's, None without a CRL) or a reload was
+        refused (OK false)."""
         with self._lock:
             if not initial:
                 self.reloads["ok" if ok else "refused"] += 1
             if ok:
                 self.certificate_not_after = not_after
+                self.crl_next_update = crl_next_update
                 self.loaded_at = time.time()
         self._schedule(now=initial)
 
@@ -148,6 +154,20 @@ class Telemetry:
                 "# HELP mcp_plugin_tls_certificate_expiry_timestamp_seconds When the certificate the port serves expires.",
                 "# TYPE mcp_plugin_tls_certificate_expiry_timestamp_seconds gauge",
                 'mcp_plugin_tls_certificate_expiry_timestamp_seconds{plugin="%s"} %d' % (plugin, self.certificate_not_after),
+            ]
+        if self.loaded_at is not None:
+            lines += [
+                "# HELP mcp_plugin_tls_crl_enforced Whether the TLS set in use has a CRL that client certificates are "
+                "checked against.",
+                "# TYPE mcp_plugin_tls_crl_enforced gauge",
+                'mcp_plugin_tls_crl_enforced{plugin="%s"} %d' % (plugin, self.crl_next_update is not None),
+            ]
+        if self.crl_next_update is not None:
+            lines += [
+                "# HELP mcp_plugin_tls_crl_next_update_timestamp_seconds When the enforced CRL expires (then every client "
+                "is refused).",
+                "# TYPE mcp_plugin_tls_crl_next_update_timestamp_seconds gauge",
+                'mcp_plugin_tls_crl_next_update_timestamp_seconds{plugin="%s"} %d' % (plugin, self.crl_next_update),
             ]
         if self.loaded_at is not None:
             lines += [

@@ -29,6 +29,7 @@ import ssl
 import threading
 import time
 
+from . import crlfile
 from .launcher_checks import LauncherError, pem_key_is_encrypted
 from .launcher_telemetry import METRICS_FILE, Telemetry
 from .launcher_telemetry import install as install_telemetry
@@ -80,9 +81,10 @@ def _self_check(context: ssl.SSLContext, cafile: str):
 
 
 def build_context(files: dict, password: str | None, policy: dict):
-    """(context, the certificate's notAfter in epoch seconds): a server context from FILES (certfile, keyfile,
-    ca_bundle: resolved paths), with the launcher's TLS policy and client certificates required. Raises
-    LauncherError naming the file and the problem."""
+    """(context, {"not_after": the certificate's notAfter, "crl_next_update": the CRL's or None} in epoch seconds): a
+    server context from FILES (certfile, keyfile, ca_bundle and optionally crl: resolved paths), with the launcher's
+    TLS policy and client certificates required, checked against the CRL when there is one. Raises LauncherError
+    naming the file and the problem."""
     keyfile, certfile, cafile = files["keyfile"], files["certfile"], files["ca_bundle"]
     with open(keyfile, "rb") as handle:
         encrypted = pem_key_is_encrypted(handle.read())
@@ -113,7 +115,16 @@ def build_context(files: dict, password: str | None, policy: dict):
     problem, not_after = _self_check(context, cafile)
     if problem:
         raise LauncherError(f"the CA bundle {cafile} does not verify the certificate {certfile}: {problem}")
-    return context, not_after
+    crl_next_update = None
+    if files.get("crl"):
+        try:
+            crl_next_update = crlfile.current(files["crl"])
+            context.load_verify_locations(files["crl"])
+        except (ValueError, ssl.SSLError) as exc:
+            raise LauncherError(f"cannot use the CRL {files['crl']}: {getattr(exc, 'reason', None) or exc}") from exc
+        # The client's certificate is checked against its CA's CRL (every CA of the bundle has one in the file).
+        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    return context, {"not_after": not_after, "crl_next_update": crl_next_update}
 
 
 class ReloadingContext(ssl.SSLContext):
@@ -134,6 +145,8 @@ class TLSMaterial:
 
     def __init__(self, tls: dict, password: str | None, policy: dict, base_dir: str, runtime_dir: str | None):
         self.paths = {field: tls[field] for field in ("certfile", "keyfile", "ca_bundle")}
+        # The CRL of the TLS set, enforced when the set has one (a set without it is served without CRL checks).
+        self.paths["crl"] = crlfile.beside(tls["ca_bundle"])
         self.password = password
         self.policy = policy
         self.base_dir = base_dir
@@ -152,17 +165,20 @@ class TLSMaterial:
         set."""
         for _attempt in range(3):
             resolved = {field: os.path.realpath(path) for field, path in self.paths.items()}
-            context, not_after = build_context(resolved, self.password, self.policy)
+            if not os.path.exists(resolved["crl"]):
+                del resolved["crl"]
+            context, info = build_context(resolved, self.password, self.policy)
             sums = {os.path.relpath(self.paths[field], self.base_dir): _sha256(resolved[field]) for field in resolved}
-            if resolved == {field: os.path.realpath(path) for field, path in self.paths.items()}:
-                return context, sums, os.path.dirname(resolved["certfile"]), not_after
+            again = {field: os.path.realpath(path) for field, path in self.paths.items() if field in resolved}
+            if resolved == again:
+                return context, sums, os.path.dirname(resolved["certfile"]), info
         raise LauncherError("the TLS files kept changing while they were loaded")
 
     def start(self) -> ReloadingContext:
         """Load the set the instance starts with; the context to hand to uvicorn."""
-        self.current, self.loaded, folder, not_after = self._load()
-        self._record(True, f"serving the TLS set in {folder}")
-        self.telemetry.served(not_after, initial=True)
+        self.current, self.loaded, folder, info = self._load()
+        self._record(True, f"serving the TLS set in {folder}{self._crl_note(info)}")
+        self.telemetry.served(info["not_after"], initial=True, crl_next_update=info["crl_next_update"])
         proxy = ReloadingContext(ssl.PROTOCOL_TLS_SERVER)
         proxy.minimum_version = self.current.minimum_version
         proxy.verify_mode = ssl.CERT_REQUIRED
@@ -174,18 +190,24 @@ class TLSMaterial:
         with self._lock:
             started = time.monotonic()
             try:
-                context, sums, folder, not_after = self._load()
+                context, sums, folder, info = self._load()
             except (LauncherError, OSError, ssl.SSLError) as exc:
                 log.error("TLS reload refused, still serving the previous set: %s", exc)
                 self._record(False, f"refused, still serving the previous set: {exc}")
                 self.telemetry.served(None, ok=False)
                 return False
             self.current, self.loaded = context, sums
-            log.info("TLS reload: new handshakes use the set in %s (loaded in %.0f ms); established connections "
-                     "keep theirs", folder, (time.monotonic() - started) * 1000)
-            self._record(True, f"serving the TLS set in {folder}")
-            self.telemetry.served(not_after)
+            log.info("TLS reload: new handshakes use the set in %s%s (loaded in %.0f ms); established connections "
+                     "keep theirs", folder, self._crl_note(info), (time.monotonic() - started) * 1000)
+            self._record(True, f"serving the TLS set in {folder}{self._crl_note(info)}")
+            self.telemetry.served(info["not_after"], crl_next_update=info["crl_next_update"])
             return True
+
+    @staticmethod
+    def _crl_note(info):
+        if info["crl_next_update"] is None:
+            return ", without a CRL"
+        return ", with its CRL (next update %s)" % time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info["crl_next_update"]))
 
     def request_reload(self, *_signal) -> None:
         """SIGHUP handler: reload in a thread (the event loop keeps serving meanwhile); requests that arrive
@@ -219,10 +241,11 @@ class TLSMaterial:
         if ok:
             record = os.path.join(self.runtime_dir, LOADED_RECORD)
             lines = []
+            ours = {os.path.relpath(path, self.base_dir) for path in self.paths.values()}  # a CRL that went too
             try:
                 with open(record, encoding="utf-8") as handle:
                     lines = [line for line in handle.read().splitlines()
-                             if line.split(" ", 1)[-1].lstrip(" *") not in self.loaded]
+                             if line.split(" ", 1)[-1].lstrip(" *") not in ours]
             except FileNotFoundError:
                 pass
             lines += ["%s  %s" % (digest, name) for name, digest in sorted(self.loaded.items())]

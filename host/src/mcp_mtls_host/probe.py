@@ -92,6 +92,10 @@ def parse_args(argv):
         help="also prove that the client context trusts only ca_bundle: a server signed by a CA that only the system "
         "store offers must be refused (one more JSON line, with \"check\"; mcp_mtls_host.trustcheck)",
     )
+    parser.add_argument("--revoked-cert", default=None, metavar="PATH",
+                        help="with --revoked-key and one --plugin: that plugin's revoked server certificate, which the "
+                        "client context must refuse (one more JSON line, with \"check\")")
+    parser.add_argument("--revoked-key", default=None, metavar="PATH", help="the key of --revoked-cert")
     parser.add_argument("--verbose", action="store_true", help="show cpex/mcp log output on stderr")
     loop = parser.add_argument_group(
         "loop mode", "watch the plugins during a certificate rotation: one JSON summary line at the end, exit 1 if any call failed"
@@ -117,6 +121,8 @@ def parse_args(argv):
     loop.add_argument("--stop-file", default=None, metavar="PATH", help="end the loop as soon as PATH exists (must not exist at start)")
     loop.add_argument("--summary", default=None, metavar="FILE", help="also write the JSON summary to FILE (atomically)")
     args = parser.parse_args(argv)
+    if bool(args.revoked_cert) != bool(args.revoked_key) or (args.revoked_cert and len(args.plugin) != 1):
+        parser.error("--revoked-cert and --revoked-key go together, with exactly one --plugin")
     if args.loop is None:
         for option, value in (("--stop-file", args.stop_file), ("--summary", args.summary)):
             if value is not None:
@@ -361,6 +367,14 @@ def main(argv=None):
     results = probe_all(plugins, args)
     if args.trust_check:
         results.append(trust_check(plugins, args.timeout))
+    if args.revoked_cert:
+        error, _url, host, _port, tls_config = resolve_target(plugins[0])
+        record = trustcheck.revoked(plugins[0].name, host, tls_config, args.revoked_cert, args.revoked_key,
+                                    args.timeout) if not error else {
+            "check": trustcheck.REVOKED_CHECK, "target": plugins[0].name, "ok": False,
+            "expected": trustcheck.REVOKED_EXPECTED, "seen": error}
+        emit(record)
+        results.append(record)
     return 0 if all(r["ok"] for r in results) else 1
 
 

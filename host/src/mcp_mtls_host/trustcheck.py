@@ -147,3 +147,34 @@ def run(name, hostname, tls_config, timeout=10.0):
         if server is not None:
             server.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+REVOKED_CHECK = "revoked_server_cert_refused"
+REVOKED_EXPECTED = ("cpex's client (the deployed config, with its CRL) refuses the revoked server certificate of the "
+                    "plugin, presented under the plugin's name")
+
+
+def revoked(name, hostname, tls_config, certfile, keyfile, timeout=10.0):
+    """The revoked server certificate of plugin NAME (CERTFILE, KEYFILE), served on loopback under HOSTNAME, must be
+    refused by the client context the gateway builds for it: one JSON record."""
+    from cpex.framework.errors import PluginError  # pylint: disable=import-outside-toplevel
+    from cpex.framework.external.mcp.tls_utils import create_ssl_context  # pylint: disable=import-outside-toplevel
+
+    record = {"check": REVOKED_CHECK, "target": name, "ok": False, "expected": REVOKED_EXPECTED}
+    server = None
+    try:
+        server = _Server(certfile, keyfile)
+        try:
+            refused = _connect(create_ssl_context(tls_config, name), server.port, hostname, timeout)
+        except PluginError as exc:
+            record["seen"] = "cpex's client could not build its context: %s" % exc.error.message
+            return record
+        record["ok"] = refused is not None and "revoked" in refused
+        record["seen"] = ("refused: %s" % refused) if refused else "accepted the revoked certificate"
+        return record
+    except Exception as exc:  # pylint: disable=broad-except  # the check fails, naming why
+        record["seen"] = "the check could not run: %s: %s" % (type(exc).__name__, exc)
+        return record
+    finally:
+        if server is not None:
+            server.close()

@@ -49,7 +49,9 @@ def test_verifys_refused_handshakes_are_counted_by_reason_and_logged_with_the_ga
         journal = host(PLUGINS[name]).run(
             f"journalctl -u mcp-plugin@{name}.service --since @{since} -o cat --no-pager").stdout
         logged = set(REFUSED.findall(journal))
-        for reason in EXPECTED:
+        # Each reason is logged up to 20 times a minute; test_hardening, just before, tries every cipher suite, so
+        # the cipher refusals of this minute may be counted only (their counter is asserted above).
+        for reason in EXPECTED - {"cipher"}:
             assert any(ip in gateway_ips for ip, said in logged if said == reason), (name, reason, gateway_ips, logged)
 
 
@@ -72,7 +74,8 @@ def test_the_gateways_plugin_client_refuses_a_ca_of_the_system_store():
         "openssl x509 -req -in leaf.csr -CA ca.crt -CAkey ca.key -set_serial 7 -days 1 -extfile leaf.ext "
         "-out leaf.crt 2>/dev/null; "
         "cp ca.crt /usr/local/share/ca-certificates/mcp-test-rogue.crt; update-ca-certificates >/dev/null 2>&1; "
-        f"cp /etc/hosts /etc/hosts.mcp-test; echo '127.0.0.1 {ROGUE_NAME}' >> /etc/hosts; "
+        # /etc/hosts is a bind mount in the container: rewritten in place, the rogue name first.
+        f"cp /etc/hosts /etc/hosts.mcp-test; {{ echo '127.0.0.1 {ROGUE_NAME}'; cat /etc/hosts.mcp-test; }} > /etc/hosts; "
         f"systemd-run --unit mcp-test-rogue --quiet openssl s_server -accept 127.0.0.1:8000 -cert {ROGUE}/leaf.crt "
         f"-key {ROGUE}/leaf.key -www; "
         "for i in $(seq 50); do ss -ltn | grep -q '127.0.0.1:8000 ' && break; sleep 0.1; done"
@@ -86,7 +89,9 @@ def test_the_gateways_plugin_client_refuses_a_ca_of_the_system_store():
         # cpex's client as the gateway runs it: the probe, with the deployed config, as the gateway's user.
         probe = gw.run("runuser -u mcpgateway -- /usr/local/bin/mcp-mtls-probe --plugin MolGuard --no-hook")
         assert probe.rc == 1 and '"stage": "tls"' in probe.stdout, probe.stdout + probe.stderr
-        assert "server certificate rejected: unable to get local issuer certificate" in probe.stdout, probe.stdout
+        # openssl s_server sends the rogue CA too when it finds it in the system store: either way unverifiable.
+        assert re.search(r"server certificate rejected: (unable to get local issuer certificate|self-signed "
+                         r"certificate in certificate chain)", probe.stdout), probe.stdout
         # The real gateway service, restarted: it connects to the rogue server for MolGuard and refuses it.
         since = gw.run("date +%s").stdout.strip()
         gw.run("systemctl restart mcpgateway.service")
@@ -102,8 +107,8 @@ def test_the_gateways_plugin_client_refuses_a_ca_of_the_system_store():
     finally:
         gw.run("systemctl stop mcp-test-rogue.service; rm -f /usr/local/share/ca-certificates/mcp-test-rogue.crt; "
                "update-ca-certificates --fresh >/dev/null 2>&1; "
-               "test -f /etc/hosts.mcp-test && cp /etc/hosts.mcp-test /etc/hosts && rm -f /etc/hosts.mcp-test; "
-               f"rm -rf {ROGUE}; systemctl restart mcpgateway.service")
+               "test -f /etc/hosts.mcp-test && cat /etc/hosts.mcp-test > /etc/hosts && rm -f /etc/hosts.mcp-test; "
+               f"rm -rf {ROGUE}; systemctl reset-failed mcpgateway.service; systemctl restart mcpgateway.service")
     deadline = time.monotonic() + 120
     while gw.run("curl -fsS -o /dev/null http://127.0.0.1:4444/health").rc != 0:
         assert time.monotonic() < deadline, "the gateway on mcp-mol-gw2 did not come back"

@@ -60,3 +60,17 @@ def key_pem(key, password=None):
     encryption = (serialization.BestAvailableEncryption(password.encode()) if password
                   else serialization.NoEncryption())
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+def make_crl(ca, revoked=(), next_update_days=30, last_update_days=-1):
+    """A CRL of CA listing the certificates REVOKED (PEM bytes)."""
+    ca_key, ca_cert = ca
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+               .last_update(NOW + datetime.timedelta(days=last_update_days))
+               .next_update(NOW + datetime.timedelta(days=next_update_days))
+               .add_extension(x509.CRLNumber(1), critical=False))
+    for cert in revoked:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
+            .revocation_date(NOW - datetime.timedelta(hours=1)).build())
+    return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)

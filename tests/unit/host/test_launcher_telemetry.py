@@ -124,15 +124,18 @@ def test_log_lines_are_limited_but_every_refusal_is_counted(caplog):
     clock = [0.0]
     telemetry = T.Telemetry("a", None, clock=lambda: clock[0])
     error = ssl.SSLError(1, "[SSL: PEER_DID_NOT_RETURN_A_CERTIFICATE] peer did not return a certificate")
+    other = ssl.SSLError(1, "[SSL: UNSUPPORTED_PROTOCOL] unsupported protocol")
     with caplog.at_level(logging.WARNING, logger="mcp_plugin_launcher"):
         for _attempt in range(T.LOG_BURST + 5):
             telemetry.handshake(("10.0.0.9", 4000), error)
+        telemetry.handshake(("10.0.0.8", 4000), other)  # a flood of one reason does not hide another
         clock[0] = T.LOG_WINDOW_S + 1
         telemetry.handshake(("10.0.0.9", 4001), error)
     messages = [r.getMessage() for r in caplog.records]
     assert telemetry.failures["no_certificate"] == T.LOG_BURST + 6
     assert sum(m.startswith("refused TLS handshake from 10.0.0.9:") for m in messages) == T.LOG_BURST + 1
-    assert "5 more refused TLS handshakes in the last 60 s were counted, not logged" in messages
+    assert any(m.startswith("refused TLS handshake from 10.0.0.8:4000: protocol (") for m in messages), messages
+    assert "5 more refused TLS handshakes (no_certificate) in the last 60 s were counted, not logged" in messages
 
 
 @pytest.mark.parametrize("exc, reason", [

@@ -41,7 +41,7 @@ def _record_loaded(params, name):
     """What mcp-plugin@.service's ExecStartPre does: record the checksums of what the instance loads."""
     folder = os.path.join(params["config_dir"], name)
     lines = ["%s  %s" % (hashlib.sha256(open(os.path.join(folder, f), "rb").read()).hexdigest(), f)
-             for f in H.LOADED_FILES]
+             for f in H.LOADED_FILES if os.path.exists(os.path.join(folder, f))]
     os.makedirs(os.path.join(params["state_dir"], name), exist_ok=True)
     with open(os.path.join(params["state_dir"], name, "loaded.sha256"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
@@ -338,3 +338,33 @@ def test_present_prerequisites_let_the_converge_run(host, only_programs):
     params = host(prerequisites=["curl", "ss", "sha256sum", "systemctl"])
     assert H.converge(params)["changed"]
     assert not H.converge(params)["changed"]
+
+
+CRL = "-----BEGIN X509 CRL-----\nDDDD\n-----END X509 CRL-----\n"
+
+
+def test_a_crl_joins_the_tls_set_and_a_new_one_is_a_reload(host):
+    params = host([_instance("one")])
+    params["instances"][0]["crl"] = CRL
+    H.converge(params)
+    folder = params["config_dir"] + "/one"
+    assert open(folder + "/tls/ca.crl").read() == CRL and _mode(folder + "/tls/ca.crl") == 0o644
+    _record_loaded(params, "one")
+    assert H.converge(params)["restart"] == [] and H.converge(params)["reload"] == []
+    params["instances"][0]["crl"] = CRL.replace("DDDD", "EEEE")
+    result = H.converge(params)
+    assert result["reload"] == ["one"] and result["restart"] == []
+    _record_loaded(params, "one")
+    # The CRL goes away (a tree without one): a new set without ca.crl, a reload; a running instance that never
+    # recorded a CRL and has none runs with what is deployed.
+    params["instances"][0]["crl"] = ""
+    assert H.converge(params)["reload"] == ["one"] and not os.path.exists(folder + "/tls/ca.crl")
+    _record_loaded(params, "one")
+    assert H.converge(params)["reload"] == []
+
+
+def test_a_crl_that_is_no_crl_is_refused(host):
+    params = host([_instance("one")])
+    params["instances"][0]["crl"] = CERT
+    with pytest.raises(PKIError, match="crl is not a PEM CRL"):
+        H.converge(params)

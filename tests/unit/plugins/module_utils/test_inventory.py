@@ -99,3 +99,11 @@ def test_leaf_passphrases_of_encrypted_keys():
     assert inv.leaf_passphrases(tree, "gw-pass", "plug-pass") == {"gateway": "gw-pass", "A": "plug-pass"}
     assert inv.leaf_passphrases(tree, "", "plug-pass") == {"A": "plug-pass"}  # the CA entry has no key; "" = none
     assert inv.leaf_passphrases(tree) == {}
+
+
+def test_pki_leaves_reissue_forces_a_new_key_for_the_named_leaves_only():
+    leaves = inv.pki_leaves(["A", "B"], "/pki", reissue=["gateway", "B"])
+    forced = {leaf["name"]: (leaf.get("force"), leaf.get("keep_key")) for leaf in leaves}
+    assert forced == {"gateway": (True, False), "A": (None, None), "B": (True, False)}
+    with pytest.raises(inv.PlanError, match="reissue: C is not a leaf of the tree .*gateway, A, B"):
+        inv.pki_leaves(["A", "B"], "/pki", reissue=["C"])

@@ -197,3 +197,23 @@ def test_trust_bundle_refuses_bad_extra_certificates(pki, tmp_path):
     # The signing CA itself named again is not repeated in the bundle.
     ensure_certificates(specs, pki.ca_cert, pki.ca_key, ca_trust=[pki.ca_cert])
     assert _certs_in(os.path.join(pki.folder, "plugins", "alpha", "ca.crt")) == 1
+
+
+def test_each_cas_revocation_list_moves_with_it_on_promotion(pki):
+    """ca/ca.crl (the old CA's) is retired with it; ca/next/ca.crl (the new CA's, kept by module crl during the
+    rotation) becomes ca/ca.crl; nothing is left in next/."""
+    layout = _layout(pki)
+    old = _fp(layout.cert)
+    started = _start(layout)
+    with open(layout.crl, "wb") as handle:
+        handle.write(b"old CA's CRL\n")
+    with open(layout.next_crl, "wb") as handle:
+        handle.write(b"new CA's CRL\n")
+    R.rotation(layout, "reissue")
+    promoted = R.rotation(layout, "promoted")
+    assert promoted["changed"] and _fp(layout.cert) == started["new_fingerprint"]
+    with open(layout.crl, "rb") as handle:
+        assert handle.read() == b"new CA's CRL\n"
+    with open(os.path.join(layout.retired_dir(old), "ca.crl"), "rb") as handle:
+        assert handle.read() == b"old CA's CRL\n"
+    assert not os.path.exists(layout.next_dir)

@@ -367,3 +367,45 @@ def test_a_launcher_that_does_not_count_fails_the_check(verify_host, pki, serve,
     (tmp_path / "run/t/tls.prom").unlink()
     record = counted_check(verify_host, pki, tmp_path, server.port)
     assert not record["ok"] and "no metrics file" in record["seen"], record
+
+
+# ------------------------------------------------------------- remote_plugins: a revoked client certificate (revoke.yml)
+
+def _crl_listing(pki, name):
+    """A CRL of the deployed CA listing the certificate NAME.crt (PEM file path)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    key = serialization.load_pem_private_key((pki / "ca/ca.key").read_bytes(), None)
+    ca = x509.load_pem_x509_certificate((pki / "ca/ca.crt").read_bytes())
+    leaf = x509.load_pem_x509_certificate((pki / f"{name}.crt").read_bytes())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject).last_update(now - datetime.timedelta(hours=1))
+           .next_update(now + datetime.timedelta(days=1))
+           .add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(leaf.serial_number)
+                                    .revocation_date(now - datetime.timedelta(minutes=5)).build())
+           .sign(key, hashes.SHA256()))
+    path = pki / f"{name}.crl"
+    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+@pytest.mark.parametrize("enforced", [True, False], ids=["crl", "no-crl"])
+def test_a_revoked_client_certificate_is_refused_where_the_crl_is_enforced(verify_host, pki, serve, enforced):
+    if not (pki / "revoked-client.crt").exists():
+        make_leaf(pki, "revoked-client", "ca", "extendedKeyUsage=clientAuth\n")
+    context = server_context(pki)
+    if enforced:
+        context.load_verify_locations(_crl_listing(pki, "revoked-client"))
+        context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+    server = serve(AsyncioServer, context)
+    result = verify_host(remote_plugins=[{"name": "t", "url": f"https://localhost:{server.port}/mcp",
+                                          "health_port": server.port + 1000}],
+                         client={"cert": str(pki / "client.crt"), "key": str(pki / "client.key"), "ca": str(pki / "ca/ca.crt")},
+                         revoked_client={"cert": (pki / "revoked-client.crt").read_text(),
+                                         "key": (pki / "revoked-client.key").read_text()})
+    records = {r["check"]: r for r in result["checks"]}
+    assert records["mtls_handshake_with_gateway_cert"]["ok"], records  # the current certificate is accepted
+    assert records["revoked_client_cert_refused"]["ok"] is enforced, records["revoked_client_cert_refused"]
