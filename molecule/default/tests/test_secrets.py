@@ -61,7 +61,8 @@ def needles():
         found[f"{var} (a distinctive part)"] = secret.split()[1]  # "CA-pass", "Plug-pass"
     for i, value in enumerate(gateway_secrets()):
         found[f"gateway secret #{i}"] = value
-    keys = {str(p): p.read_text() for p in PKI.rglob("*.key")}
+    # The tree's keys, and the keys of revoked leaves that playbooks/revoke.yml kept (revoked/STAMP/NAME/key.pem).
+    keys = {str(p): p.read_text() for p in [*PKI.rglob("*.key"), *PKI.rglob("key.pem")]}
     for name in HOSTS:
         keys.update({f"{name}:{path}": text for path, text in host_keys(name).items()})
     assert any("ca/ca.key" in k for k in keys) and any(k.startswith(GATEWAY) for k in keys), sorted(keys)
