@@ -159,6 +159,27 @@ options:
       ca:
         description: The foreign CA certificate; the certificate must verify against it as a TLS client.
         type: str
+  revoked_server:
+    description:
+      - With O(probe) and O(revoked_server_name), a plugin's revoked server certificate (C(playbooks/revoke.yml)). The
+        probe serves it on loopback under the plugin's name, and the gateway's plugin client (with its CRL) must refuse
+        it (C(revoked_server_cert_refused)). Written to a temporary folder that only O(probe.user) can read, removed
+        before the module returns.
+    type: dict
+    version_added: 0.3.0
+    suboptions:
+      cert:
+        description: The revoked certificate (PEM).
+        type: str
+        required: true
+      key:
+        description: Its private key (PEM, unencrypted). Never logged.
+        type: str
+        required: true
+  revoked_server_name:
+    description: The plugin whose certificate O(revoked_server) is.
+    type: str
+    version_added: 0.3.0
   revoked_client:
     description:
       - A client certificate of this PKI that was revoked (C(playbooks/revoke.yml), PEM contents). With
@@ -237,26 +258,6 @@ options:
         type: list
         elements: str
         required: true
-      revoked:
-        description:
-          - A plugin's revoked server certificate (C(playbooks/revoke.yml)). The probe serves it on loopback under the
-            plugin's name, and the gateway's plugin client (with its CRL) must refuse it (C(revoked_server_cert_refused)).
-            Written to a temporary folder that only O(probe.user) can read, removed before the module returns.
-        type: dict
-        version_added: 0.3.0
-        suboptions:
-          name:
-            description: The plugin.
-            type: str
-            required: true
-          cert:
-            description: The revoked certificate (PEM).
-            type: str
-            required: true
-          key:
-            description: Its private key (PEM). Never logged.
-            type: str
-            required: true
       trust_check:
         description:
           - Also run the probe's C(--trust-check) (check C(plugin_client_trusts_only_ca_bundle)). A server signed by a
@@ -382,17 +383,16 @@ def run_probe(probe, extra=()):
         return 127, "", "cannot run runuser: %s" % exc
 
 
-def revoked_server_records(probe):
-    """The probe's revoked_server_cert_refused check: the revoked certificate and key of plugin probe.revoked.name,
-    in a temporary folder that only the probe's user can read, served on loopback to the client context."""
-    revoked = probe["revoked"]
+def revoked_server_records(probe, name, revoked):
+    """The probe's revoked_server_cert_refused check: the REVOKED certificate and key of plugin NAME, in a temporary
+    folder that only the probe's user can read, served on loopback to the client context."""
     folder = tempfile.mkdtemp(prefix="mcp-revoked-")
     try:
         paths = write_foreign(folder, {"cert": revoked["cert"], "key": revoked["key"]})
         account = pwd.getpwnam(probe["user"])
         for path in [folder] + list(paths.values()):
             os.chown(path, account.pw_uid, account.pw_gid)
-        rc, out, err = run_probe(dict(probe, trust_check=False), ["--no-hook", "--plugin", revoked["name"],
+        rc, out, err = run_probe(dict(probe, trust_check=False), ["--no-hook", "--plugin", name,
                                                                   "--revoked-cert", paths["cert"], "--revoked-key", paths["key"]])
     except (KeyError, OSError) as exc:
         rc, out, err = 127, "", str(exc)
@@ -407,7 +407,7 @@ def revoked_server_records(probe):
         if isinstance(line, dict) and line.get("check") == "revoked_server_cert_refused":
             found.append(line)
     if not found:
-        return [{"check": "revoked_server_cert_refused", "target": revoked["name"], "ok": False,
+        return [{"check": "revoked_server_cert_refused", "target": name, "ok": False,
                  "expected": "the probe checks the revoked server certificate", "seen": "exit %s %s" % (rc, err[-300:])}]
     return [{key: found[0].get(key) for key in ("check", "target", "ok", "expected", "seen")}]
 
@@ -486,8 +486,8 @@ def run_checks(params):
     if params["probe"] is not None:
         rc, out, err = run_probe(params["probe"])
         records += probe_records(rc, out, err, params["probe"]["plugins"], host)
-        if params["probe"].get("revoked"):
-            records += revoked_server_records(params["probe"])
+        if params["revoked_server"] and params["revoked_server_name"]:
+            records += revoked_server_records(params["probe"], params["revoked_server_name"], params["revoked_server"])
     return records
 
 
@@ -530,16 +530,17 @@ def main():
                 "unit": {"type": "str", "required": True},
                 "plugins": {"type": "list", "elements": "str", "required": True},
                 "health_url": {"type": "str"}, "wait": {"type": "int", "default": 0}}},
-            # no_log as a whole: probe.revoked.key is a multi-line key, and AnsibleModule writes a dict option's str() to
-            # the host's journal, where a suboption's no_log value no longer matches (the same for revoked_client).
-            "probe": {"type": "dict", "no_log": True, "options": {
+            "probe": {"type": "dict", "options": {
                 "command": {"type": "path", "required": True}, "user": {"type": "str", "required": True},
                 "plugins": {"type": "list", "elements": "str", "required": True},
-                "trust_check": {"type": "bool", "default": False},
-                "revoked": {"type": "dict", "no_log": True, "options": {
-                    "name": {"type": "str", "required": True},
-                    "cert": {"type": "str", "required": True},
-                    "key": {"type": "str", "required": True, "no_log": True}}}}},
+                "trust_check": {"type": "bool", "default": False}}},
+            # no_log as a whole, apart from the plugin's name (a no_log value is masked wherever it shows): the key is
+            # multi-line, and AnsibleModule writes a dict option's str() to the journal, where a suboption's no_log
+            # value would no longer match.
+            "revoked_server": {"type": "dict", "no_log": True, "options": {
+                "cert": {"type": "str", "required": True},
+                "key": {"type": "str", "required": True, "no_log": True}}},
+            "revoked_server_name": {"type": "str"},
             "ca_files": {"type": "list", "elements": "path", "default": []},
         },
         supports_check_mode=True,
