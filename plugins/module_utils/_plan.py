@@ -25,6 +25,8 @@ PLUGIN_VAR = "plugin_server_plugins"
 HEALTH_PORT_OFFSET = 1000
 MAX_PORT = 65535 - HEALTH_PORT_OFFSET
 TRANSPORT = "http"
+# A plugin's `transport`: http (cpex's MCP server over Streamable HTTP, the default) or grpc (cpex's gRPC server).
+TRANSPORTS = ("http", "grpc")
 
 # A plugin name becomes a directory (plugins/NAME), a systemd instance, a DNS SAN (NAME) and, with the
 # prefix, a second DNS SAN (mcp-plugin-NAME): one DNS label that still fits in 63 characters with the prefix.
@@ -106,13 +108,24 @@ def _url_host(url):
     return host.split(":", 1)[0]
 
 
+def transport(entry):
+    """The transport of a plugin entry (`transport`, default http), lower-cased; preflight refuses others."""
+    return str(entry.get("transport") or TRANSPORT).lower()
+
+
+def _hostport(address, port):
+    return "%s:%s" % ("[%s]" % address if ":" in address else address, port)
+
+
 def _address_url(entry, prefix):
-    """The host the gateway dials and the URL: the entry's `url`, else https://HOST:PORT/mcp where HOST is
-    the entry's `host` or PREFIX+NAME."""
-    if entry.get("url"):
+    """The host the gateway dials and the URL: the entry's `url`, else https://HOST:PORT/mcp (grpcs://HOST:PORT for
+    a gRPC plugin, whose gateway entry names the target HOST:PORT) where HOST is the entry's `host` or PREFIX+NAME."""
+    if entry.get("url") and transport(entry) != "grpc":
         url = str(entry["url"])
         return _url_host(url), url
     address = str(entry.get("host") or "%s%s" % (prefix, entry["name"]))
+    if transport(entry) == "grpc":
+        return address, "grpcs://%s" % _hostport(address, entry.get("port", "NO-PORT"))
     return address, "https://%s:%s/mcp" % (address, entry.get("port", "NO-PORT"))
 
 
@@ -146,7 +159,8 @@ def plugin_plan(hostvars, groups, gateways=None, explicit=None, prefix=None, gro
 
     Each dict holds the declared fields (the deployed entry, then the gateway entry over it) and:
     name, inventory_host ('' when no host of GROUP runs it), deployed, gateway (the gateway connects to
-    it), transport, port, health_port, address and url (what the gateway dials), sans (the entry's extra
+    it), transport (http or grpc), port, health_port, address and url (what the gateway dials: https://HOST:PORT/mcp,
+    or grpcs://HOST:PORT for gRPC), target (HOST:PORT for a gRPC plugin, else None), sans (the entry's extra
     SANs plus the address of every gateway's view: role pki leaves out those it already has), pki (paths
     in PKI_DIR, when given) and unit.
 
@@ -198,7 +212,8 @@ def plugin_plan(hostvars, groups, gateways=None, explicit=None, prefix=None, gro
             item["address"], item["url"] = _address_url(item, views[0][1])
         item.update(
             sans=sans,
-            transport=TRANSPORT,
+            transport=transport(item),
+            target=_hostport(item["address"], item.get("port", "NO-PORT")) if transport(item) == "grpc" else None,
             health_port=health_port(item.get("port")),
             unit="mcp-plugin@%s.service" % name,
         )

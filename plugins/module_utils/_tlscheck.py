@@ -46,6 +46,14 @@ NEGATIVE_CHECKS = ("no_client_cert_refused", "foreign_ca_cert_refused", "hostnam
 # counts right after the positive twin got an HTTP answer on the same address, so a closed port, a hung
 # server (a timeout), a TLS close_notify, a plain HTTP server or a client-side error can never count.
 REFUSALS = ("alert", "closed")
+# A gRPC plugin (URL grpcs://HOST:PORT) is asked in HTTP/2 with one real gRPC call, cpex's health check
+# (/cpex.Health/Check): its answer, a DATA frame with the response message, is the "HTTP answer" of the checks below.
+# A call the server refuses after the handshake (the launcher's CRL check) ends in trailers without a DATA frame.
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+GRPC_HEALTH_PATH = "/cpex.Health/Check"
+H2_DATA, H2_HEADERS, H2_SETTINGS, H2_GOAWAY = 0, 1, 4, 7
+H2_END_STREAM, H2_END_HEADERS, H2_ACK = 0x1, 0x4, 0x1
+CALL_REFUSED = "call-refused"
 ALERT = re.compile(r"(?:sslv3|tlsv1|tlsv13)[ _]alert[ _]([a-z0-9_ ]+)", re.I)
 
 
@@ -66,8 +74,56 @@ def check(name, ok, expected, seen):
     return {"check": name, "ok": bool(ok), "expected": expected, "seen": seen}
 
 
-def attempt(target, server_name, request, ca, cert=None, key=None, version=None, ciphers=None, check_hostname=True):
+def _h2_frame(kind, flags, stream, payload=b""):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def _hpack_literal(name, value):
+    """One header as an HPACK literal without indexing, new name, no Huffman coding (every string < 127 bytes)."""
+    name, value = name.encode("ascii"), value.encode("ascii")
+    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+
+
+def grpc_health_request(authority):
+    """The bytes of an HTTP/2 connection making one gRPC call of cpex's Health/Check (empty request message)."""
+    headers = b"".join(_hpack_literal(name, value) for name, value in (
+        (":method", "POST"), (":scheme", "https"), (":path", GRPC_HEALTH_PATH), (":authority", authority),
+        ("content-type", "application/grpc"), ("te", "trailers")))
+    return (H2_PREFACE + _h2_frame(H2_SETTINGS, 0, 0) + _h2_frame(H2_HEADERS, H2_END_HEADERS, 1, headers)
+            + _h2_frame(H2_DATA, H2_END_STREAM, 1, b"\x00\x00\x00\x00\x00"))
+
+
+def _h2_read(tls):
+    """(outcome, detail) of the server's side of grpc_health_request's connection: http when the call's response
+    message came (a DATA frame on the stream), CALL_REFUSED when the stream ended without one, closed when the
+    connection ended first; None when the caller should go on reading."""
+    buffer = b""
+    while True:
+        while len(buffer) >= 9 and len(buffer) >= 9 + int.from_bytes(buffer[:3], "big"):
+            size = int.from_bytes(buffer[:3], "big")
+            kind, flags, stream = buffer[3], buffer[4], int.from_bytes(buffer[5:9], "big") & 0x7FFFFFFF
+            payload, buffer = buffer[9:9 + size], buffer[9 + size:]
+            if kind == H2_SETTINGS and not flags & H2_ACK:
+                tls.sendall(_h2_frame(H2_SETTINGS, H2_ACK, 0))
+            elif kind == H2_DATA and stream == 1 and payload:
+                serving = payload.endswith(b"\x08\x01")
+                return "http", "gRPC answer to %s%s" % (GRPC_HEALTH_PATH, " (SERVING)" if serving else "")
+            elif kind == H2_HEADERS and stream == 1 and flags & H2_END_STREAM:
+                return CALL_REFUSED, "the server ended the gRPC call %s without an answer (it refused it after the " \
+                    "TLS handshake)" % GRPC_HEALTH_PATH
+            elif kind == H2_GOAWAY:
+                return "closed", "the server closed the HTTP/2 connection (GOAWAY) without answering the gRPC call"
+        data = tls.recv(4096)
+        if not data:
+            return "closed", "the server closed the connection without answering the gRPC call"
+        buffer += data
+
+
+def attempt(target, server_name, request, ca, cert=None, key=None, version=None, ciphers=None, check_hostname=True,
+            h2=False):
     """One HTTPS request to TARGET (family, sockaddr): no DNS, the server verified against CA for SERVER_NAME.
+    With H2 (a gRPC server), ALPN offers h2 and REQUEST is grpc_health_request's: its answer is outcome http, a call
+    refused after the handshake CALL_REFUSED.
 
     Returns (outcome, detail); outcome is one of: client-error (this side could not be set up: nothing was
     sent), no-connection (no TCP connection), verify-failed (this client refused the server's certificate),
@@ -82,6 +138,8 @@ def attempt(target, server_name, request, ca, cert=None, key=None, version=None,
             context.load_cert_chain(cert, key, password="")  # an encrypted key fails here instead of prompting
         if ciphers:
             context.set_ciphers(ciphers)
+        if h2:
+            context.set_alpn_protocols(["h2"])
         if version:
             with warnings.catch_warnings():  # TLS 1.1 is deprecated: offering it is the point
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -100,6 +158,8 @@ def attempt(target, server_name, request, ca, cert=None, key=None, version=None,
                 # certificate: its verdict comes with the first read.
                 stage = f"{tls.version()} request"
                 tls.sendall(request)
+                if h2:
+                    return _h2_read(tls)
                 while b"\n" not in answer and len(answer) < 4096:
                     data = tls.recv(4096)
                     if not data:
@@ -155,14 +215,17 @@ def foreign_problem(foreign):
 
 
 def remote(url, client, foreign=None, health_port=None, revoked=None):
-    """The checks of one plugin endpoint URL (as in the gateway's plugins.yaml) from this host.
+    """The checks of one plugin endpoint URL (as in the gateway's plugins.yaml; grpcs://HOST:PORT for a gRPC plugin,
+    asked in HTTP/2) from this host.
 
     CLIENT: paths cert, key, ca of the gateway's client files; FOREIGN: paths cert, key (and ca) of a valid
     client certificate of another CA, or None; HEALTH_PORT: the plugin's health port (default: port + 1000);
     REVOKED: paths cert, key of a client certificate of this CA that was revoked (playbooks/revoke.yml), or None."""
     parts = urlsplit(url)
     host, port = parts.hostname, parts.port or 443
-    request = f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
+    h2 = parts.scheme == "grpcs"
+    request = grpc_health_request(parts.netloc) if h2 else \
+        f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
     mine = {"cert": client["cert"], "key": client["key"]}
     ca = client["ca"]
     try:
@@ -175,7 +238,7 @@ def remote(url, client, foreign=None, health_port=None, revoked=None):
     # The positive twin: the first address where the gateway's certificate gets an HTTP answer.
     twin, tried = None, []
     for target in targets:
-        outcome, detail = attempt(target, host, request, ca, **mine)
+        outcome, detail = attempt(target, host, request, ca, h2=h2, **mine)
         tried.append(f"{target[1][0]}: {detail}")
         if outcome == "http":
             twin = target
@@ -190,7 +253,7 @@ def remote(url, client, foreign=None, health_port=None, revoked=None):
             return check(name, False, expected, "not tried: mtls_handshake_with_gateway_cert failed")
         if control and not control["ok"]:
             return check(name, False, expected, f"not tried: its control {control['check']} failed")
-        outcome, detail = attempt(twin, server_name, request, ca, **options)
+        outcome, detail = attempt(twin, server_name, request, ca, h2=h2, **options)
         return check(name, accept(outcome, detail), expected, f"{twin[1][0]}:{port}: {detail}")
 
     def refused(outcome, _detail):
@@ -204,9 +267,12 @@ def remote(url, client, foreign=None, health_port=None, revoked=None):
         results.append(check("foreign_ca_cert_refused", False, expected, problem) if problem else
                        on_twin("foreign_ca_cert_refused", expected, refused, cert=foreign["cert"], key=foreign["key"]))
     if revoked:
+        # grpcio's handshake takes no CRL: a gRPC plugin's launcher refuses each call of a revoked certificate.
         results.append(on_twin("revoked_client_cert_refused",
-                               f"{server_refusal}, for the revoked client certificate (its CA's CRL lists it)",
-                               refused, cert=revoked["cert"], key=revoked["key"]))
+                               f"{server_refusal}, for the revoked client certificate (its CA's CRL lists it)" + (
+                                   "; or, for a gRPC plugin, the gRPC call refused after the handshake" if h2 else ""),
+                               lambda outcome, _detail: outcome in REFUSALS or (h2 and outcome == CALL_REFUSED),
+                               cert=revoked["cert"], key=revoked["key"]))
     results.append(on_twin("hostname_mismatch_refused",
                            f"this client refuses the server's certificate for {WRONG_NAME} (verify code {HOSTNAME_MISMATCH}, "
                            "hostname mismatch) on the address where the right name succeeds",

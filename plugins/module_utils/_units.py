@@ -11,6 +11,8 @@ Each planned instance NAME has a socket (mcp-plugin@NAME.socket, holds the mTLS 
 reads them all; then, only where needed: a service that still binds its port itself (role 0.1, no
 active socket) is stopped so its socket can take the port, failed units are reset (a run after a fix
 must be able to start them again), units are enabled, and started - sockets, services, timers.
+A gRPC instance (SOCKETLESS) binds its port itself: its socket is left alone, or stopped when it still
+holds the port (the instance was an HTTP one), which stops the service too, so that it starts again.
 """
 
 from __future__ import annotations
@@ -40,14 +42,20 @@ def parse_show(text):
     return states
 
 
-def plan(names, states):
-    """What to do for NAMES given their unit STATES: handover, reset, enable and start lists of units."""
+def plan(names, states, socketless=()):
+    """What to do for NAMES given their unit STATES: handover, reset, enable and start lists of units. The
+    instances of SOCKETLESS have no socket: one that holds their port is stopped (handover)."""
     steps = {"handover": [], "reset": [], "enable": [], "start": []}
     starts = {"socket": [], "service": [], "timer": []}
     for name in names:
         units = unit_names(name)
         info = {kind: states.get(unit, {}) for kind, unit in units.items()}
-        if info["socket"].get("ActiveState") != "active" and info["service"].get("ActiveState") == "active":
+        if name in socketless:
+            if info["socket"].get("ActiveState") in ("active", "activating", "reloading"):
+                steps["handover"].append(units["socket"])  # it stops the service too (Requires=)
+                info["service"] = dict(info["service"], ActiveState="inactive")
+            del units["socket"]
+        elif info["socket"].get("ActiveState") != "active" and info["service"].get("ActiveState") == "active":
             steps["handover"].append(units["service"])
             info["service"] = dict(info["service"], ActiveState="inactive")
         for kind, unit in units.items():
@@ -62,8 +70,9 @@ def plan(names, states):
     return steps
 
 
-def ensure_running(names, run, check_mode=False, daemon_reload=False):
-    """Bring the units of NAMES up. RUN(argv) -> (rc, stdout, stderr) runs systemctl. Returns what was done:
+def ensure_running(names, run, check_mode=False, daemon_reload=False, socketless=()):
+    """Bring the units of NAMES up (SOCKETLESS: the gRPC instances, which have no socket). RUN(argv) -> (rc, stdout,
+    stderr) runs systemctl. Returns what was done:
     {daemon_reload, handover, reset, enable, start, started (instance names whose service started),
     sockets_started (instance names), calls (systemctl invocations)}."""
     calls = []
@@ -81,7 +90,7 @@ def ensure_running(names, run, check_mode=False, daemon_reload=False):
         systemctl("daemon-reload")
     units = [unit for name in names for unit in unit_names(name).values()]
     states = parse_show(systemctl("show", "-p", ",".join(_PROPERTIES), "--", *units)) if units else {}
-    steps = plan(names, states)
+    steps = plan(names, states, socketless)
     if not check_mode:
         if steps["handover"]:
             systemctl("stop", "--", *steps["handover"])

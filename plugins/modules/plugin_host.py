@@ -67,6 +67,13 @@ options:
         description: Content of the socket drop-in C(listen.conf) (the instance's mTLS port).
         type: str
         required: true
+      transport:
+        description:
+          - V(grpc) for an instance that binds its port itself (grpcio cannot take a socket from systemd). Its socket is
+            not started, and is stopped when it still holds the port.
+        type: str
+        default: http
+        choices: [http, grpc]
       cert:
         description: The server certificate (PEM).
         type: str
@@ -251,6 +258,7 @@ _INSTANCE = {
     "config": {"type": "str", "required": True},
     "env": {"type": "str", "required": True},
     "socket": {"type": "str", "required": True},
+    "transport": {"type": "str", "default": "http", "choices": ["http", "grpc"]},
     "cert": {"type": "str", "required": True},
     "ca": {"type": "str", "required": True},
     "crl": {"type": "str", "default": ""},
@@ -292,8 +300,8 @@ def main():
         units = {"calls": []}
         if params["start"]:
             names = [entry["name"] for entry in params["instances"]]
-            units = ensure_running(names, module.run_command, module.check_mode,
-                                   result["daemon_reload"])
+            units = ensure_running(names, module.run_command, module.check_mode, result["daemon_reload"],
+                                   [entry["name"] for entry in params["instances"] if entry["transport"] == "grpc"])
             result["restart"] = [name for name in result["restart"] if name not in units["started"]]
             result["reload"] = [name for name in result["reload"] if name not in units["started"]]
             result["socket_restart"] = [name for name in result["socket_restart"]

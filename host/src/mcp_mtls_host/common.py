@@ -99,13 +99,76 @@ def hook_call(hook_names):
     return None, None
 
 
+def is_grpc(plugin_config):
+    """Whether an external plugin is reached over gRPC (its entry has `grpc:`), else MCP."""
+    return getattr(plugin_config, "grpc", None) is not None
+
+
+def plugin_url(plugin_config):
+    """What the probe reports as a plugin's address: the MCP url, or grpcs://TARGET for a gRPC plugin."""
+    if is_grpc(plugin_config):
+        target = plugin_config.grpc.target
+        return "grpcs://%s" % target if target else None
+    return getattr(getattr(plugin_config, "mcp", None), "url", None)
+
+
+def _resolve_grpc(plugin_config):
+    from cpex.framework.models import GRPCClientTLSConfig  # pylint: disable=import-outside-toplevel
+
+    from .client_trust import split_target  # pylint: disable=import-outside-toplevel
+
+    url = plugin_url(plugin_config)
+    if not plugin_config.grpc.target:
+        return "gRPC plugin over a unix socket: no TLS to probe", url, None, None, None
+    tls_config = plugin_config.grpc.tls or GRPCClientTLSConfig.from_env()
+    if tls_config is None:
+        return ("no client TLS settings (neither grpc.tls nor PLUGINS_GRPC_CLIENT_MTLS_*): cpex would open a plaintext "
+                "channel"), url, None, None, None
+    if not tls_config.certfile or not tls_config.keyfile:
+        return "no client certificate configured: this would not be mutual TLS", url, None, None, tls_config
+    if not tls_config.verify or not tls_config.ca_bundle:
+        return ("grpc.tls has verify false or no ca_bundle: cpex's channel would then trust grpcio's bundled public "
+                "roots"), url, None, None, tls_config
+    try:
+        host, port = split_target(plugin_config.grpc.target)
+    except ValueError as exc:
+        return str(exc), url, None, None, tls_config
+    return None, url, host, port, tls_config
+
+
+def client_context(plugin_config, tls_config):
+    """The Python TLS client context that judges a plugin's server as the gateway's client does: cpex's
+    create_ssl_context for MCP (restricted by client_trust), client_trust.grpc_ssl_context for gRPC."""
+    if is_grpc(plugin_config):
+        from .client_trust import grpc_ssl_context  # pylint: disable=import-outside-toplevel
+
+        return grpc_ssl_context(tls_config)
+    from cpex.framework.external.mcp.tls_utils import create_ssl_context  # pylint: disable=import-outside-toplevel
+
+    return create_ssl_context(tls_config, plugin_config.name)
+
+
+def plugin_client(plugin_config):
+    """cpex's external plugin client for PLUGIN_CONFIG: ExternalPlugin (MCP) or GrpcExternalPlugin."""
+    if is_grpc(plugin_config):
+        from cpex.framework.external.grpc.client import GrpcExternalPlugin  # pylint: disable=import-outside-toplevel
+
+        return GrpcExternalPlugin(plugin_config)
+    from cpex.framework.external.mcp.client import ExternalPlugin  # pylint: disable=import-outside-toplevel
+
+    return ExternalPlugin(plugin_config)
+
+
 def resolve_target(plugin_config):
     """(error, url, host, port, tls_config) of an external plugin; error is None when it can be probed over mTLS."""
     from cpex.framework.models import MCPClientTLSConfig  # pylint: disable=import-outside-toplevel
 
+    if is_grpc(plugin_config):
+        return _resolve_grpc(plugin_config)
     url = plugin_config.mcp.url if plugin_config.mcp else None
     if not plugin_config.mcp or not url:
-        return "not an MCP external plugin with a url (only STREAMABLEHTTP/SSE over HTTPS can be probed)", url, None, None, None
+        return ("not an MCP external plugin with a url nor a gRPC one with a target (only STREAMABLEHTTP/SSE over HTTPS "
+                "and gRPC over TLS can be probed)"), url, None, None, None
     parsed = urlparse(url)
     if parsed.scheme != "https":
         return "plugin url is not https: the connection would not use TLS", url, None, None, None

@@ -80,6 +80,7 @@ from .launcher_checks import (
     LauncherError,
     graceful_timeout,
     preflight,
+    settings_key,
     take_activated_socket,
     tls_policy,
 )
@@ -129,9 +130,13 @@ def main(argv=None) -> int:
         key_password = os.environ.get(KEY_PASSWORD_ENV) or None
         preflight_data = preflight(config_path, check_files=not args.no_file_checks)
         policy = tls_policy(os.environ)
-        tls = preflight_data["server_settings"]["tls"]
+        section = settings_key(preflight_data)
+        settings = preflight_data[section]
+        tls = settings["tls"]
         material = TLSMaterial(tls, tls.get("keyfile_password") or key_password, policy, os.path.dirname(config_path),
                                None if args.check else os.environ.get("RUNTIME_DIRECTORY"))
+        if section == "grpc_server_settings":
+            return _grpc(args, config_path, settings, material, policy)
         # The TLS files, loaded and checked before cpex is imported (defect 6: never prompting for a password).
         tls_context = None if args.no_file_checks else material.start()
         if not args.check:
@@ -155,7 +160,6 @@ def main(argv=None) -> int:
             print(f"{config_path}: ok (cpex {cpex_version()}, launcher {LAUNCHER_VERSION})")
             return 0
         state = {"serving": False}
-        settings = preflight_data["server_settings"]
         listen_socket = take_activated_socket(settings["host"], settings["port"])
         install_patches(runtime, args.health_host, state, tls_context, policy, listen_socket, graceful_timeout(os.environ))
         asyncio.run(runtime.run())
@@ -168,6 +172,26 @@ def main(argv=None) -> int:
         return exc.code
     except KeyboardInterrupt:
         return 0
+
+
+def _grpc(args, config_path, settings, material, policy) -> int:
+    """The gRPC mode (mcp_mtls_host.launcher_grpc); --check loads what it would serve with and stops."""
+    from . import launcher_grpc  # pylint: disable=import-outside-toplevel
+
+    os.environ["PLUGINS_FAIL_ON_PLUGIN_ERROR"] = "true"
+    os.environ[CONFIG_ENV] = config_path
+    if not args.check:
+        if take_activated_socket(settings["host"], settings["port"]) is not None:
+            raise LauncherError("systemd passed a listening socket, but grpcio binds its port itself: the instance's "
+                                "socket unit must not start for a gRPC plugin (plugin_server renders it that way)")
+        return launcher_grpc.run(config_path, settings, material, policy, args.health_host, graceful_timeout(os.environ))
+    launcher_grpc.prepare_environment(policy)
+    grpc = launcher_grpc.import_grpc()
+    if not args.no_file_checks:
+        material.extra_loader = launcher_grpc.GrpcCredentials(grpc, material).load
+        material.start()
+    print(f"{config_path}: ok (gRPC, grpcio {grpc.__version__}, cpex {cpex_version()}, launcher {LAUNCHER_VERSION})")
+    return 0
 
 
 if __name__ == "__main__":

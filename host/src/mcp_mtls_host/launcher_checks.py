@@ -109,39 +109,56 @@ def check_config(data, config_path: str, check_files: bool = True) -> list[str]:
             if plugin.get("mode") == "disabled":
                 errors.append(f"{where}: plugin {label}: mode 'disabled' on a dedicated plugin server")
 
-    server = data.get("server_settings")
+    section = settings_key(data)
+    if "server_settings" in data and "grpc_server_settings" in data:
+        errors.append(f"{where}: both 'server_settings' (HTTP) and 'grpc_server_settings' (gRPC) are set; an "
+                      "instance serves one transport: keep one")
+        return errors
+    server = data.get(section)
     if not isinstance(server, dict):
-        errors.append(f"{where}: 'server_settings' is missing; cpex would fall back to env vars or plain HTTP")
+        errors.append(f"{where}: 'server_settings' (or 'grpc_server_settings') is missing; cpex would fall back to env "
+                      "vars or plain HTTP")
         return errors
     if server.get("uds"):
-        errors.append(f"{where}: server_settings.uds is set; a unix socket is served without TLS")
+        errors.append(f"{where}: {section}.uds is set; a unix socket is served without TLS")
     port = server.get("port")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 64535:
-        errors.append(f"{where}: server_settings.port must be an integer 1-64535 (health uses port+1000), got {port!r}")
+        errors.append(f"{where}: {section}.port must be an integer 1-64535 (health uses port+1000), got {port!r}")
     if not server.get("host"):
-        errors.append(f"{where}: server_settings.host is missing")
+        errors.append(f"{where}: {section}.host is missing")
 
     tls = server.get("tls")
     if not isinstance(tls, dict):
-        errors.append(f"{where}: server_settings.tls is missing; cpex would serve plain HTTP (refusing)")
+        errors.append(f"{where}: {section}.tls is missing; cpex would serve without TLS (refusing)")
         return errors
     for field in ("certfile", "keyfile", "ca_bundle"):
         value = tls.get(field)
         if not value or not isinstance(value, str):
-            errors.append(f"{where}: server_settings.tls.{field} is not set")
+            errors.append(f"{where}: {section}.tls.{field} is not set")
         elif not os.path.isabs(value):
-            errors.append(f"{where}: server_settings.tls.{field} must be an absolute path, got {value!r}")
+            errors.append(f"{where}: {section}.tls.{field} must be an absolute path, got {value!r}")
         elif check_files:
             problem = _readable(value)
             if problem:
-                errors.append(f"{where}: server_settings.tls.{field} {value} {problem}")
+                errors.append(f"{where}: {section}.tls.{field} {value} {problem}")
+    if section == "grpc_server_settings":
+        auth = tls.get("client_auth", "require")
+        if not isinstance(auth, str) or auth.lower() != "require":
+            errors.append(f"{where}: {section}.tls.client_auth is {auth!r}; mTLS needs 'require' (cpex's 'optional' "
+                          "lets clients without a certificate call every hook)")
+        return errors
     try:
         reqs = normalize_cert_reqs(tls.get("ssl_cert_reqs", CERT_REQUIRED))
         if reqs != CERT_REQUIRED:
-            errors.append(f"{where}: server_settings.tls.ssl_cert_reqs is {reqs}; mTLS needs 2 (client certificate required)")
+            errors.append(f"{where}: {section}.tls.ssl_cert_reqs is {reqs}; mTLS needs 2 (client certificate required)")
     except ValueError as exc:
-        errors.append(f"{where}: server_settings.tls.{exc}")
+        errors.append(f"{where}: {section}.tls.{exc}")
     return errors
+
+
+def settings_key(data) -> str:
+    """The config's server section: grpc_server_settings for a gRPC instance, else server_settings."""
+    return "grpc_server_settings" if isinstance(data, dict) and "grpc_server_settings" in data else "server_settings"
 
 
 def check_kinds_importable(data) -> list[str]:

@@ -103,7 +103,17 @@ class Telemetry:
                     self._log_refusal(peer, reason, detail)
         self._schedule()
 
-    def _log_refusal(self, peer, reason, detail):
+    def refused(self, peer, reason, detail, what="call (after its TLS handshake)", log_it=True) -> None:
+        """A refusal the gRPC mode sees by REASON (one of REASONS): a call refused after its handshake (the
+        revocation check grpcio's handshake cannot make), or a handshake grpcio refused and already logged (LOG_IT
+        false; grpcio does not say which peer)."""
+        with self._lock:
+            self.failures[reason] += 1
+            if log_it:
+                self._log_refusal(peer, reason, detail, what)
+        self._schedule()
+
+    def _log_refusal(self, peer, reason, detail, what="TLS handshake"):
         now = self.clock()
         window = self._windows.get(reason)
         if window is None or now - window[0] >= LOG_WINDOW_S:
@@ -114,7 +124,7 @@ class Telemetry:
         if window[1] < LOG_BURST:
             window[1] += 1
             where = "%s:%s" % tuple(peer[:2]) if isinstance(peer, (tuple, list)) and len(peer) >= 2 else str(peer)
-            log.warning("refused TLS handshake from %s: %s (%s)", where, reason, detail)
+            log.warning("refused %s from %s: %s (%s)", what, where, reason, detail)
         else:
             window[2] += 1
 

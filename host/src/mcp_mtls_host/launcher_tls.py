@@ -156,6 +156,10 @@ class TLSMaterial:
         self.telemetry = Telemetry(os.path.basename(base_dir.rstrip("/")) or "plugin",
                                    os.path.join(runtime_dir, METRICS_FILE) if runtime_dir else None)
         self.loaded = {}
+        # The gRPC mode's own form of a set (launcher_grpc): built from the resolved files after build_context's
+        # checks, made current with the context.
+        self.extra_loader = None
+        self.extra = None
         self._lock = threading.Lock()
         self._pending = threading.Event()
 
@@ -168,6 +172,7 @@ class TLSMaterial:
             if not os.path.exists(resolved["crl"]):
                 del resolved["crl"]
             context, info = build_context(resolved, self.password, self.policy)
+            info["extra"] = self.extra_loader(resolved, info) if self.extra_loader else None
             sums = {os.path.relpath(self.paths[field], self.base_dir): _sha256(resolved[field]) for field in resolved}
             again = {field: os.path.realpath(path) for field, path in self.paths.items() if field in resolved}
             if resolved == again:
@@ -177,6 +182,7 @@ class TLSMaterial:
     def start(self) -> ReloadingContext:
         """Load the set the instance starts with; the context to hand to uvicorn."""
         self.current, self.loaded, folder, info = self._load()
+        self.extra = info["extra"]
         self._record(True, f"serving the TLS set in {folder}{self._crl_note(info)}")
         self.telemetry.served(info["not_after"], initial=True, crl_next_update=info["crl_next_update"])
         proxy = ReloadingContext(ssl.PROTOCOL_TLS_SERVER)
@@ -196,7 +202,7 @@ class TLSMaterial:
                 self._record(False, f"refused, still serving the previous set: {exc}")
                 self.telemetry.served(None, ok=False)
                 return False
-            self.current, self.loaded = context, sums
+            self.current, self.loaded, self.extra = context, sums, info["extra"]
             log.info("TLS reload: new handshakes use the set in %s%s (loaded in %.0f ms); established connections "
                      "keep theirs", folder, self._crl_note(info), (time.monotonic() - started) * 1000)
             self._record(True, f"serving the TLS set in {folder}{self._crl_note(info)}")

@@ -19,7 +19,9 @@ Loads the *deployed* gateway plugin client configuration (default
 Prints one JSON object per plugin on stdout:
   {"name", "url", "ok", "stage", "error", "latency_ms", "hook", "hook_latency_ms",
    "tls_version", "server_cert_sha256", "server_cert_subject", "server_cert_not_after", "user"}
-``stage`` names the step that failed (config, files, tls, mcp, hook) or is "done".
+``stage`` names the step that failed (config, files, tls, mcp or grpc, hook) or is "done". A plugin with a
+``grpc:`` entry is reached with cpex's gRPC client (``GrpcExternalPlugin``), the TLS check with the context
+``client_trust.grpc_ssl_context`` builds for its channel and the HTTP/2 preface instead of an HTTP request.
 With --trust-check, one more object, {"check", "target", "ok", "expected", "seen"}
 (``mcp_mtls_host.trustcheck``).
 Exit status: 0 all plugins ok, 1 at least one failed, 2 configuration or usage error.
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import socket
@@ -47,7 +50,8 @@ import sys
 import time
 
 from . import configcheck, trustcheck, watch
-from .common import DEFAULT_CONFIG, DEFAULT_ENV_FILE, current_user, describe_cert, emit, hook_call, resolve_target
+from .common import (DEFAULT_CONFIG, DEFAULT_ENV_FILE, client_context, current_user, describe_cert, emit, hook_call,
+                     is_grpc, plugin_client, plugin_url, resolve_target)
 from .watch_stats import emit_loop
 
 MISDIRECTED = (
@@ -178,16 +182,24 @@ def check_files(tls_config):
     return None
 
 
-def tls_check(host, port, tls_config, plugin_name, timeout):
-    """Handshake + one request with the gateway's SSL context; returns (error, details)."""
+# An HTTP/2 client's first bytes: the connection preface and an empty SETTINGS frame (a gRPC server answers with
+# its own SETTINGS frame, after it accepted the client certificate).
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def tls_check(host, port, tls_config, plugin_config, timeout):
+    """Handshake + one request with the gateway's SSL context (an HTTP request, or the HTTP/2 preface for gRPC);
+    returns (error, details)."""
     from cpex.framework.errors import PluginError  # pylint: disable=import-outside-toplevel
-    from cpex.framework.external.mcp.tls_utils import create_ssl_context  # pylint: disable=import-outside-toplevel
 
     details = {}
+    grpc = is_grpc(plugin_config)
     try:
-        context = create_ssl_context(tls_config, plugin_name)
+        context = client_context(plugin_config, tls_config)
     except PluginError as exc:
         return "client TLS setup failed: %s" % exc.error.message, details
+    except (OSError, ValueError, ssl.SSLError) as exc:
+        return "client TLS setup failed: %s" % exc, details
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw:
             with context.wrap_socket(raw, server_hostname=host) as tls:
@@ -199,7 +211,7 @@ def tls_check(host, port, tls_config, plugin_name, timeout):
                 # only a read shows whether it was accepted.
                 request = "GET /mcp HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\nConnection: close\r\n\r\n" % (host, port)
                 try:
-                    tls.sendall(request.encode("ascii"))
+                    tls.sendall(H2_PREFACE if grpc else request.encode("ascii"))
                     first = tls.recv(64)
                 except (ConnectionResetError, BrokenPipeError):
                     first = b""
@@ -239,7 +251,6 @@ def fetch_unverified_cert(host, port, timeout):
 
 async def probe_plugin(plugin_config, args):
     from cpex.framework.errors import PluginError  # pylint: disable=import-outside-toplevel
-    from cpex.framework.external.mcp.client import ExternalPlugin  # pylint: disable=import-outside-toplevel
     from cpex.framework.models import GlobalContext, PluginContext  # pylint: disable=import-outside-toplevel
 
     error, url, host, port, tls_config = resolve_target(plugin_config)
@@ -260,13 +271,13 @@ async def probe_plugin(plugin_config, args):
     if error:
         return finish("files", error)
 
-    error, details = await asyncio.to_thread(tls_check, host, port, tls_config, plugin_config.name, args.timeout)
+    error, details = await asyncio.to_thread(tls_check, host, port, tls_config, plugin_config, args.timeout)
     result.update(details)
     if error:
         return finish("tls", error)
 
-    plugin = ExternalPlugin(plugin_config)
-    stage = "mcp"
+    plugin = plugin_client(plugin_config)
+    stage = "grpc" if is_grpc(plugin_config) else "mcp"
     try:
         await asyncio.wait_for(plugin.initialize(), timeout=args.timeout)
         if not args.no_hook:
@@ -306,7 +317,7 @@ def probe_all(plugins, args):
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # pylint: disable=broad-except
-            res = result_template(plugin_config.name, getattr(getattr(plugin_config, "mcp", None), "url", None))
+            res = result_template(plugin_config.name, plugin_url(plugin_config))
             res.update(stage="probe", error="the probe of this plugin ended with %s: %s" % (type(exc).__name__, exc))
         emit(res)
         results.append(res)
@@ -369,8 +380,8 @@ def main(argv=None):
         results.append(trust_check(plugins, args.timeout))
     if args.revoked_cert:
         error, _url, host, _port, tls_config = resolve_target(plugins[0])
-        record = trustcheck.revoked(plugins[0].name, host, tls_config, args.revoked_cert, args.revoked_key,
-                                    args.timeout) if not error else {
+        record = trustcheck.revoked(plugins[0].name, host, functools.partial(client_context, plugins[0], tls_config),
+                                    args.revoked_cert, args.revoked_key, args.timeout) if not error else {
             "check": trustcheck.REVOKED_CHECK, "target": plugins[0].name, "ok": False,
             "expected": trustcheck.REVOKED_EXPECTED, "seen": error}
         emit(record)

@@ -154,18 +154,18 @@ REVOKED_EXPECTED = ("cpex's client (the deployed config, with its CRL) refuses t
                     "plugin, presented under the plugin's name")
 
 
-def revoked(name, hostname, tls_config, certfile, keyfile, timeout=10.0):
+def revoked(name, hostname, client_context, certfile, keyfile, timeout=10.0):
     """The revoked server certificate of plugin NAME (CERTFILE, KEYFILE), served on loopback under HOSTNAME, must be
-    refused by the client context the gateway builds for it: one JSON record."""
+    refused by the client context the gateway builds for it (CLIENT_CONTEXT(): cpex's create_ssl_context with the
+    deployed config, or the gRPC channel's check, common.client_context): one JSON record."""
     from cpex.framework.errors import PluginError  # pylint: disable=import-outside-toplevel
-    from cpex.framework.external.mcp.tls_utils import create_ssl_context  # pylint: disable=import-outside-toplevel
 
     record = {"check": REVOKED_CHECK, "target": name, "ok": False, "expected": REVOKED_EXPECTED}
     server = None
     try:
         server = _Server(certfile, keyfile)
         try:
-            refused = _connect(create_ssl_context(tls_config, name), server.port, hostname, timeout)
+            refused = _connect(client_context(), server.port, hostname, timeout)
         except PluginError as exc:
             record["seen"] = "cpex's client could not build its context: %s" % exc.error.message
             return record

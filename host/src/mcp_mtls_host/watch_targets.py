@@ -18,7 +18,7 @@ import hashlib
 import socket
 import threading
 
-from .common import KNOWN_HOOKS, describe_error, hook_call, resolve_target
+from .common import KNOWN_HOOKS, client_context, describe_error, hook_call, plugin_client, resolve_target
 
 TLS_FILE_LABELS = ("certfile", "keyfile", "ca_bundle")
 
@@ -83,9 +83,7 @@ class CpexLoopClient:
         self.calls = 0
 
     async def start(self):
-        from cpex.framework.external.mcp.client import ExternalPlugin  # pylint: disable=import-outside-toplevel
-
-        self.plugin = ExternalPlugin(self.plugin_config)
+        self.plugin = plugin_client(self.plugin_config)
         original = getattr(self.plugin, "_reconnect_session", None)
         if original is not None and self.on_reconnect is not None:
             # Count the reconnections cpex makes by itself when a hook call finds its session gone.
@@ -150,23 +148,19 @@ def in_thread(function, *args):
     return future
 
 
-def server_fingerprint(host, port, tls_config, plugin_name, timeout):
+def server_fingerprint(host, port, tls_config, plugin_config, timeout):
     """sha256 of the server certificate from one TLS handshake with the gateway's SSL context (no request)."""
-    from cpex.framework.external.mcp.tls_utils import create_ssl_context  # pylint: disable=import-outside-toplevel
-
-    context = create_ssl_context(tls_config, plugin_name)
+    context = client_context(plugin_config, tls_config)
     with socket.create_connection((host, port), timeout=timeout) as raw:
         with context.wrap_socket(raw, server_hostname=host) as tls:
             der = tls.getpeercert(binary_form=True)
     return hashlib.sha256(der).hexdigest() if der else None
 
 
-def tls_files_problem(tls_config, plugin_name):
+def tls_files_problem(tls_config, plugin_config):
     """None when the client TLS files load into an SSL context (key matching certificate), else why not."""
-    from cpex.framework.external.mcp.tls_utils import create_ssl_context  # pylint: disable=import-outside-toplevel
-
     try:
-        create_ssl_context(tls_config, plugin_name)
+        client_context(plugin_config, tls_config)
     except Exception as exc:  # pylint: disable=broad-except
         return describe_error(exc, 0)
     return None
@@ -189,8 +183,9 @@ def build_targets(plugins, args):
                 functools.partial(CpexLoopClient, plugin_config, args.timeout),
                 url=url,
                 hashes=functools.partial(file_hashes, tls_file_paths(tls_config)),
-                files_ready=functools.partial(tls_files_problem, tls_config, name),
-                fingerprint=functools.partial(in_thread, server_fingerprint, host, port, tls_config, name, args.timeout),
+                files_ready=functools.partial(tls_files_problem, tls_config, plugin_config),
+                fingerprint=functools.partial(in_thread, server_fingerprint, host, port, tls_config, plugin_config,
+                                              args.timeout),
             )
         )
     return None, targets

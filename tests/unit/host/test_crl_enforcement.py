@@ -106,7 +106,8 @@ def test_the_gateway_client_refuses_a_revoked_server_certificate(fake_cpex, monk
         (tmp_path / f"{name}.crt").write_bytes(pem(leaf[1]))
         (tmp_path / f"{name}.key").write_bytes(key_pem(leaf[0]))
     tls = config(str(tmp_path / "ca.crt"))
-    record = trustcheck.revoked("a", "mcp-plugin-a", tls, str(tmp_path / "revoked.crt"), str(tmp_path / "revoked.key"))
+    record = trustcheck.revoked("a", "mcp-plugin-a", lambda: tls_utils.create_ssl_context(tls, "a"),
+                                str(tmp_path / "revoked.crt"), str(tmp_path / "revoked.key"))
     assert record["ok"] and "certificate revoked" in record["seen"], record
     server = trustcheck._Server(str(tmp_path / "other.crt"), str(tmp_path / "other.key"))
     try:
@@ -115,5 +116,6 @@ def test_the_gateway_client_refuses_a_revoked_server_certificate(fake_cpex, monk
         server.close()
     # Without the CRL the revoked certificate is accepted, and the check says so.
     os.unlink(tmp_path / "ca.crl")
-    record = trustcheck.revoked("a", "mcp-plugin-a", tls, str(tmp_path / "revoked.crt"), str(tmp_path / "revoked.key"))
+    record = trustcheck.revoked("a", "mcp-plugin-a", lambda: tls_utils.create_ssl_context(tls, "a"),
+                                str(tmp_path / "revoked.crt"), str(tmp_path / "revoked.key"))
     assert not record["ok"] and record["seen"] == "accepted the revoked certificate", record

@@ -80,7 +80,7 @@ def _mutate(config, fn):
     "mutation,needle",
     [
         (lambda d: d["server_settings"].pop("tls"), "server_settings.tls is missing"),
-        (lambda d: d.pop("server_settings"), "'server_settings' is missing"),
+        (lambda d: d.pop("server_settings"), "'server_settings' (or 'grpc_server_settings') is missing"),
         (lambda d: d["server_settings"]["tls"].pop("keyfile"), "tls.keyfile is not set"),
         (lambda d: d["server_settings"]["tls"].update(certfile=""), "tls.certfile is not set"),
         (lambda d: d["server_settings"]["tls"].update(ca_bundle="ca.crt"), "must be an absolute path"),

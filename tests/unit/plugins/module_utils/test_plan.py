@@ -45,7 +45,7 @@ def test_default_view_every_inventory_plugin():
     a = plan[0]
     assert a == {
         "name": "A", "port": 8000, "hooks": ["tool_pre_invoke"], "kind": "pkg.A",
-        "inventory_host": "p1", "deployed": True, "gateway": True, "transport": "http",
+        "inventory_host": "p1", "deployed": True, "gateway": True, "transport": "http", "target": None,
         "address": "mcp-plugin-A", "url": "https://mcp-plugin-A:8000/mcp", "health_port": 9000,
         "sans": ["DNS:mcp-plugin-A"], "unit": "mcp-plugin@A.service",
         "pki": {"dir": "/pki/plugins/A", "key": "/pki/plugins/A/server.key",
