@@ -23,8 +23,9 @@ def make_tree(tmp_path, names):
     assert res.rc == 0, res.out
 
 
-def preflight(tmp_path, plugins_by_host):
-    return run_playbook(PLAYBOOKS / "plugin_server_preflight.yml", {"plugin_server_pki_dir": str(tmp_path / "certs/mcp")},
+def preflight(tmp_path, plugins_by_host, **settings):
+    return run_playbook(PLAYBOOKS / "plugin_server_preflight.yml",
+                        dict(settings, plugin_server_pki_dir=str(tmp_path / "certs/mcp")),
                         inventory=inventory(tmp_path, plugins_by_host))
 
 
@@ -41,6 +42,8 @@ def test_good_inventory_passes(tmp_path):
     ([dict(GOOD, name="../etc")], ["host h1, plugin ../etc", "certificate"]),
     ([dict(GOOD, name="bad name")], ["host h1, plugin bad name"]),
     ([GOOD, dict(GOOD, port=8001)], ["host h1", "appears twice", "Alpha"]),
+    ([dict(GOOD, transport="ftp")], ["host h1, plugin Alpha", "transport must be http (the default)", '"ftp"']),
+    ([dict(GOOD, transport="grpc", url="https://alpha:8000/mcp")], ["host h1, plugin Alpha", "A gRPC plugin has no url"]),
 ])
 def test_bad_inventory_names_host_plugin_and_fix(tmp_path, plugins, needles):
     make_tree(tmp_path, ["Alpha", "Beta"])
@@ -54,3 +57,14 @@ def test_missing_cert_tree_says_run_the_pki_role(tmp_path):
     res = preflight(tmp_path, {"h2": [GOOD]})
     assert res.rc != 0
     assert "host h2, plugin Alpha: missing" in res.out and "Run the pki role first" in res.out, res.out
+
+
+def test_a_grpc_plugin_refuses_a_tls_1_3_minimum_that_grpcio_cannot_enforce(tmp_path):
+    make_tree(tmp_path, ["Alpha"])
+    grpc = dict(GOOD, transport="grpc")
+    assert preflight(tmp_path, {"h1": [grpc]}).rc == 0
+    res = preflight(tmp_path, {"h1": [grpc]}, plugin_server_tls_min_version="TLSv1.3")
+    assert res.rc != 0
+    assert "host h1, plugin Alpha" in res.out and "needs plugin_server_tls_min_version TLSv1.2" in res.out, res.out
+    # The same minimum is fine for an HTTP plugin (the launcher's own TLS context enforces it).
+    assert preflight(tmp_path, {"h1": [GOOD]}, plugin_server_tls_min_version="TLSv1.3").rc == 0

@@ -15,11 +15,13 @@ import yaml
 GATEWAY = "mcp-mol-gw"
 # Every gateway host, in inventory order (the order in which site.yml and rotate.yml roll them, one at a time).
 GATEWAYS = [GATEWAY, "mcp-mol-gw2"]
-PLUGIN_HOSTS = {"mcp-mol-plug1": {"MolGuard": 8000}, "mcp-mol-plug2": {"MolWords": 8000, "MolEcho": 8100}}
+PLUGIN_HOSTS = {"mcp-mol-plug1": {"MolGuard": 8000, "MolGrpc": 8200}, "mcp-mol-plug2": {"MolWords": 8000, "MolEcho": 8100}}
 PLUGINS = {name: h for h, names in PLUGIN_HOSTS.items() for name in names}
+# The plugins served over gRPC (transport: grpc); the others over MCP (Streamable HTTP).
+GRPC = {"MolGrpc"}
 # Where the gateway dials each plugin (molecule.yml: gateway_plugin_host_prefix "mol-", MolEcho's `host`); the
 # hosts' network aliases are these names only, so a check that dials mcp-plugin-NAME cannot pass.
-ADDRESS = {"MolGuard": "mol-MolGuard", "MolWords": "mol-MolWords", "MolEcho": "echo.mol.test"}
+ADDRESS = {"MolGuard": "mol-MolGuard", "MolGrpc": "mol-MolGrpc", "MolWords": "mol-MolWords", "MolEcho": "echo.mol.test"}
 REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
 PKI = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "certs/mcp"
 REPORT = PKI.parent / "rotate-report.json"

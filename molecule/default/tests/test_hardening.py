@@ -14,7 +14,7 @@ import ipaddress
 import re
 
 import pytest
-from molecule_support import ADDRESS, GATEWAY, PLUGIN_HOSTS, host
+from molecule_support import ADDRESS, GATEWAY, GRPC, PLUGIN_HOSTS, host
 
 PORTS = {name: port for plugins in PLUGIN_HOSTS.values() for name, port in plugins.items()}
 CLIENT = "-cert /etc/mcpgateway/tls/client.crt -key /etc/mcpgateway/tls/client.key -CAfile /etc/mcpgateway/tls/ca.crt"
@@ -78,7 +78,9 @@ def test_only_the_mtls_ports_listen_off_host(name):
     deployed = [entry for entry in exposed if entry[1] != 22]
     allowed = {("tcp", port) for port in PLUGIN_HOSTS.get(name, {}).values()}
     assert {(proto, port) for proto, port, _proc in deployed} == allowed, exposed
-    assert all(proc == "systemd" for _proto, _port, proc in deployed), "the mTLS ports are held by systemd (socket units)"
+    # The MCP plugins' ports are held by systemd (socket units); grpcio binds a gRPC plugin's port itself.
+    grpc_ports = {port for plugin, port in PLUGIN_HOSTS.get(name, {}).items() if plugin in GRPC}
+    assert all(proc == ("python" if port in grpc_ports else "systemd") for _proto, port, proc in deployed), exposed
 
 
 def _handshakes(name, attempts):

@@ -19,7 +19,7 @@ from molecule_support import fingerprint as controller_fingerprint
 from molecule_support import playbook
 from molecule_support import served as _served
 
-PLUGIN_HOSTS = {"mcp-mol-plug1": ["MolGuard"], "mcp-mol-plug2": ["MolWords", "MolEcho"]}
+PLUGIN_HOSTS = {"mcp-mol-plug1": ["MolGuard", "MolGrpc"], "mcp-mol-plug2": ["MolWords", "MolEcho"]}
 PLUGINS = {name: h for h, names in PLUGIN_HOSTS.items() for name in names}
 STOP, SUMMARY = "/tmp/rotate-loop.stop", "/tmp/rotate-loop.json"
 # The availability bounds asserted for every plugin during a rollout. A call that takes longer than
