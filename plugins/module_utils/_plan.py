@@ -114,7 +114,9 @@ def transport(entry):
 
 
 def _hostport(address, port):
-    return "%s:%s" % ("[%s]" % address if ":" in address else address, port)
+    """HOST:PORT, an IPv6 address in brackets (given with or without them)."""
+    bare = address[1:-1] if address.startswith("[") and address.endswith("]") else address
+    return "%s:%s" % ("[%s]" % bare if ":" in bare else bare, port)
 
 
 def _address_url(entry, prefix):

@@ -78,10 +78,21 @@ def _h2_frame(kind, flags, stream, payload=b""):
     return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
 
 
+def _hpack_length(length):
+    """An HPACK string length: an integer with a 7-bit prefix (RFC 7541 5.1), Huffman bit off."""
+    if length < 127:
+        return bytes([length])
+    out, length = [127], length - 127
+    while length >= 128:
+        out.append(length % 128 + 128)
+        length //= 128
+    return bytes(out + [length])
+
+
 def _hpack_literal(name, value):
-    """One header as an HPACK literal without indexing, new name, no Huffman coding (every string < 127 bytes)."""
+    """One header as an HPACK literal without indexing, new name, no Huffman coding."""
     name, value = name.encode("ascii"), value.encode("ascii")
-    return b"\x00" + bytes([len(name)]) + name + bytes([len(value)]) + value
+    return b"\x00" + _hpack_length(len(name)) + name + _hpack_length(len(value)) + value
 
 
 def grpc_health_request(authority):

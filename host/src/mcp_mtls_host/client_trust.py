@@ -156,7 +156,7 @@ def _client_key(tls_config):
     with open(tls_config.certfile, "rb") as handle:
         chain = handle.read()
     password = getattr(tls_config, "keyfile_password", None)
-    if password:
+    if password and (b"ENCRYPTED" in key.split(b"-----END", 1)[0]):  # a password for a plain key is ignored
         from cryptography.hazmat.primitives import serialization  # pylint: disable=import-outside-toplevel
 
         loaded = serialization.load_pem_private_key(key, password.encode("utf-8"))

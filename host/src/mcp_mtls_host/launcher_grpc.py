@@ -48,7 +48,7 @@ import ssl
 import threading
 import time
 
-from .launcher_checks import LauncherError, health_port
+from .launcher_checks import LauncherError, health_port, pem_key_is_encrypted
 
 log = logging.getLogger("mcp_plugin_launcher")
 
@@ -170,7 +170,7 @@ def _unencrypted_key(path: str, password: str | None) -> bytes:
     """The key of PATH as unencrypted PEM, in memory only (grpcio takes no key password)."""
     with open(path, "rb") as handle:
         data = handle.read()
-    if not password:
+    if not password or not pem_key_is_encrypted(data):  # a password for a plain key is ignored, as OpenSSL does
         return data
     from cryptography.hazmat.primitives import serialization  # pylint: disable=import-outside-toplevel
 
@@ -291,9 +291,11 @@ async def _health(state, reader, writer):
         line = await asyncio.wait_for(reader.readline(), 5)
         while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
             pass
-        ok = line.split(b" ")[:2] == [b"GET", b"/health"] and state["serving"]
+        parts = line.split(b" ")
+        health = len(parts) >= 2 and parts[0] == b"GET" and parts[1].split(b"?", 1)[0] == b"/health"
+        ok = health and state["serving"]
         body = HEALTH_BODY if ok else b'{"status":"unavailable"}'
-        status = b"200 OK" if ok else (b"503 Service Unavailable" if line.startswith(b"GET /health") else b"404 Not Found")
+        status = b"200 OK" if ok else (b"503 Service Unavailable" if health else b"404 Not Found")
         writer.write(b"HTTP/1.1 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
                      % (status, len(body), body))
         await writer.drain()

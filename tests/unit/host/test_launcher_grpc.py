@@ -922,3 +922,24 @@ def test_the_finder_patches_the_grpc_module_when_cpex_loads_it(fake_cpex_grpc, m
     client = importlib.import_module(client_trust.GRPC_CLIENT)  # imports tls_utils through the finder
     assert getattr(client.create_secure_channel, client_trust.MARK, False)
     assert sys.modules[client_trust.GRPC_TARGET].create_secure_channel is client.create_secure_channel
+
+
+@pytest.mark.parametrize("request_line, serving, expected", [
+    (b"GET /health?probe=1 HTTP/1.1", True, 200),
+    (b"GET /healthz HTTP/1.1", True, 404),
+    (b"GET /health/live HTTP/1.1", False, 404),
+    (b"POST /health HTTP/1.1", True, 404),
+])
+def test_health_matches_the_path_exactly(request_line, serving, expected):
+    status, _body = _health({"serving": serving}, request_line + b"\r\nHost: localhost\r\n\r\n")
+    assert status.split()[1] == str(expected).encode(), status
+
+
+def test_a_password_for_a_plain_key_is_ignored_as_openssl_does(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    plain = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    (tmp_path / "k.pem").write_bytes(plain)
+    assert launcher_grpc._unencrypted_key(str(tmp_path / "k.pem"), "unused") == plain

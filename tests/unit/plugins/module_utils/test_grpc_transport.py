@@ -57,6 +57,12 @@ def test_a_grpc_plugins_host_is_its_target(host, target, san):
     assert san in g["sans"]
 
 
+@pytest.mark.parametrize("host", ["[fd00::1]", "fd00::1"])
+def test_an_ipv6_host_is_bracketed_once_however_it_is_given(host):
+    (g,) = P.host_plan([{"name": "g", "port": 50051, "transport": "grpc", "host": host}], "p1")
+    assert g["target"] == "[fd00::1]:50051" and g["url"] == "grpcs://[fd00::1]:50051"
+
+
 def test_the_transport_is_lower_cased_and_defaults_to_http():
     plan = _by_name(P.host_plan([{"name": "a", "port": 1, "transport": "GRPC"}, {"name": "b", "port": 2, "transport": "Http"},
                                  {"name": "c", "port": 3, "transport": ""}], "p1"))
@@ -207,12 +213,20 @@ def hpack_literals(block):
         block = block[1:]
         strings = []
         for _ in range(2):
-            length = block[0]
-            assert not length & 0x80, "Huffman-coded"
-            assert length < 0x7F, "a multi-byte length"
-            strings.append(block[1:1 + length].decode("ascii"))
-            assert len(block) >= 1 + length, "truncated string"
-            block = block[1 + length:]
+            assert not block[0] & 0x80, "Huffman-coded"
+            length, used = block[0] & 0x7F, 1
+            if length == 0x7F:  # RFC 7541 5.1: the rest of the integer in 7-bit groups, least significant first
+                shift = 0
+                while True:
+                    byte = block[used]
+                    used += 1
+                    length += (byte & 0x7F) << shift
+                    shift += 7
+                    if not byte & 0x80:
+                        break
+            assert len(block) >= used + length, "truncated string"
+            strings.append(block[used:used + length].decode("ascii"))
+            block = block[used + length:]
         headers.append(tuple(strings))
     return headers
 
@@ -228,6 +242,13 @@ def test_the_grpc_health_request_frames():
                                      (":authority", "mcp-plugin-g:50051"), ("content-type", "application/grpc"),
                                      ("te", "trailers")]
     assert body == (0x0, 0x1, 1, b"\x00\x00\x00\x00\x00")  # END_STREAM; an uncompressed empty message
+
+
+@pytest.mark.parametrize("size", [126, 127, 128, 255, 256, 300, 20000])
+def test_a_long_authority_gets_a_multi_byte_hpack_length(size):
+    authority = "h" * (size - 6) + ":50051"
+    (_settings, (_kind, _flags, _stream, block), _data) = frames(T.grpc_health_request(authority)[24:])
+    assert dict(hpack_literals(block))[":authority"] == authority
 
 
 def test_the_authority_is_the_one_given():
