@@ -241,6 +241,35 @@ options:
         description: Seconds to wait for O(gateway_service.health_url) to become healthy (a gateway that was just started).
         type: int
         default: 0
+  tool_call:
+    description:
+      - A real MCP C(tools/call) through the gateway on this host (module_utils C(_toolcall)). A throwaway REST tool on
+        this host's loopback is registered with the gateway's API, called through C(/mcp) and removed again.
+      - The JWT is signed with the gateway's C(JWT_SECRET_KEY) from O(tool_call.env_files) for its platform admin.
+        Records C(gateway_tool_call_reaches_the_tool), and C(gateway_tool_call_answered) with O(tool_call.expect_result).
+      - The gateway must allow loopback destinations (C(SSRF_ALLOW_LOCALHOST=true)).
+    type: dict
+    suboptions:
+      url:
+        description: The gateway's base URL, e.g. C(http://127.0.0.1:4444).
+        type: str
+        required: true
+      env_files:
+        description: The gateway's environment files (its JWT settings and secret, later files win).
+        type: list
+        elements: path
+        required: true
+      arguments:
+        description: The arguments of the call.
+        type: dict
+        required: true
+      expect:
+        description: What the tool must receive, after the plugins' pre-invoke hooks (default O(tool_call.arguments)).
+        type: dict
+      expect_result:
+        description: A text the answer must contain, after the plugins' post-invoke hooks (empty, no such record).
+        type: str
+        default: ""
   probe:
     description: Run the gateway's mTLS probe (cpex's client with the deployed config) as the gateway's user.
     type: dict
@@ -325,7 +354,7 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.mcpgateway.mtls.plugins.module_utils import _keysearch, _tlscheck
+from ansible_collections.mcpgateway.mtls.plugins.module_utils import _keysearch, _tlscheck, _toolcall
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._hoststate import loaded_differs
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._io import read_bytes
 from ansible_collections.mcpgateway.mtls.plugins.module_utils._verify import probe_records
@@ -483,6 +512,10 @@ def run_checks(params):
         service = params["gateway_service"]
         records += [dict(item, target=host) for item in _tlscheck.gateway_service(
             service["unit"], service["plugins"], service["health_url"], service["wait"])]
+    if params["tool_call"] is not None:
+        call = params["tool_call"]
+        records += [dict(item, target=host) for item in _toolcall.run(
+            call["url"].rstrip("/"), call["env_files"], call["arguments"], call["expect"], call["expect_result"])]
     if params["probe"] is not None:
         rc, out, err = run_probe(params["probe"])
         records += probe_records(rc, out, err, params["probe"]["plugins"], host)
@@ -530,6 +563,11 @@ def main():
                 "unit": {"type": "str", "required": True},
                 "plugins": {"type": "list", "elements": "str", "required": True},
                 "health_url": {"type": "str"}, "wait": {"type": "int", "default": 0}}},
+            "tool_call": {"type": "dict", "options": {
+                "url": {"type": "str", "required": True},
+                "env_files": {"type": "list", "elements": "path", "required": True},
+                "arguments": {"type": "dict", "required": True}, "expect": {"type": "dict"},
+                "expect_result": {"type": "str", "default": ""}}},
             "probe": {"type": "dict", "options": {
                 "command": {"type": "path", "required": True}, "user": {"type": "str", "required": True},
                 "plugins": {"type": "list", "elements": "str", "required": True},

@@ -22,6 +22,13 @@ channel is made (``grpc_server_problem``): a revoked server certificate is refus
 channel then lives as long as the gateway's plugin (grpcio reconnects on its own, without that check), which is why
 a CRL change restarts the gateway.
 
+One more gRPC defect is not about trust but stops every call: cpex's ``pydantic_context_to_proto`` (module
+``proto_convert``) hands the plugin context's ``metadata`` and ``state`` to protobuf's ``ParseDict``, which takes only
+JSON types, while gateway 1.1.0 puts its ``Tool`` model (with datetimes and URLs) into ``global_context.metadata``
+before ``tool_pre_invoke``: every tool call through a gRPC plugin fails with "ParseError ... has unexpected type
+<class 'mcpgateway.common.models.Tool'>". ``jsonable_context`` converts them to JSON types first (pydantic's own
+conversion, as the MCP transport's JSON encoding does).
+
 It is installed by a ``.pth`` file of the host package (``install`` runs when Python starts in the venv): a finder
 on ``sys.meta_path`` patches the module right after cpex loads it, before cpex's client imports the function. It
 patches only the cpex code it was written for (source digest); otherwise it warns and changes nothing, and the
@@ -43,6 +50,10 @@ GRPC_TARGET = "cpex.framework.external.grpc.tls_utils"
 GRPC_CLIENT = "cpex.framework.external.grpc.client"
 # SHA-256 of inspect.getsource(create_secure_channel) in cpex 0.1.4.
 GRPC_TESTED_DIGEST = "7ed64979d546de706b4a3409f1a8e72a66ce9715ca92e5fb5089f6ec0a6f38c3"
+PROTO_TARGET = "cpex.framework.external.proto_convert"
+GRPC_SERVER = "cpex.framework.external.grpc.server.server"
+# SHA-256 of inspect.getsource(pydantic_context_to_proto) in cpex 0.1.4.
+PROTO_TESTED_DIGEST = "93af86938452bef1ad24ece5e3436c52f0abe14b3df0a77f34ebf79a1a4bdccf"
 MARK = "mcp_mtls_trusts_only_ca_bundle"
 LOGGER = "mcp_mtls_host.client_trust"
 
@@ -197,6 +208,29 @@ def grpc_restricted(original):
     return create_secure_channel
 
 
+def jsonable_context(original):
+    """pydantic_context_to_proto that first turns the context's metadata and state (and its global context's, and a
+    dict user) into JSON types, which protobuf's ParseDict takes (ORIGINAL: cpex's, which then converts)."""
+
+    def pydantic_context_to_proto(ctx):
+        from pydantic_core import to_jsonable_python  # pylint: disable=import-outside-toplevel
+
+        def plain(value):
+            return to_jsonable_python(value, fallback=str) if value else value
+
+        glob = ctx.global_context
+        update = {"metadata": plain(glob.metadata), "state": plain(glob.state)}
+        if isinstance(glob.user, dict):
+            update["user"] = plain(glob.user)
+        ctx = ctx.model_copy(update={"global_context": glob.model_copy(update=update), "metadata": plain(ctx.metadata),
+                                     "state": plain(ctx.state)})
+        return original(ctx)
+
+    setattr(pydantic_context_to_proto, MARK, True)
+    pydantic_context_to_proto.__wrapped__ = original
+    return pydantic_context_to_proto
+
+
 def _digest(function):
     import hashlib  # pylint: disable=import-outside-toplevel
     import inspect  # pylint: disable=import-outside-toplevel
@@ -207,20 +241,22 @@ def _digest(function):
         return None
 
 
-# Module -> (function, the name of cpex 0.1.4's digest here, replacement factory, client module that imports the
+# Module -> (function, the name of cpex 0.1.4's digest here, replacement factory, the modules that import the
 # function by name, what is lost without the patch).
 _PATCHES = {
-    TARGET: ("create_ssl_context", "TESTED_DIGEST", restricted, CLIENT,
+    TARGET: ("create_ssl_context", "TESTED_DIGEST", restricted, (CLIENT,),
              "plugin connections keep trusting the system CA store as well as ca_bundle"),
-    GRPC_TARGET: ("create_secure_channel", "GRPC_TESTED_DIGEST", grpc_restricted, GRPC_CLIENT,
+    GRPC_TARGET: ("create_secure_channel", "GRPC_TESTED_DIGEST", grpc_restricted, (GRPC_CLIENT,),
                   "gRPC plugin channels keep cpex's credentials (no CRL, no key password, public roots without a bundle)"),
+    PROTO_TARGET: ("pydantic_context_to_proto", "PROTO_TESTED_DIGEST", jsonable_context, (GRPC_CLIENT, GRPC_SERVER),
+                   "a gRPC hook call whose context holds a model (the gateway's tool) fails to convert"),
 }
 
 
 def patch(module) -> bool:
     """Replace the function of MODULE (cpex's MCP or gRPC tls_utils) and the copy cpex's client imported, when
     loaded. True when the function in place is ours."""
-    name, digest, factory, client_name, lost = _PATCHES[module.__name__]
+    name, digest, factory, importers, lost = _PATCHES[module.__name__]
     original = getattr(module, name, None)
     if original is None:
         _log().warning("%s has no %s: %s", module.__name__, name, lost)
@@ -232,9 +268,10 @@ def patch(module) -> bool:
                        name, lost)
         return False
     setattr(module, name, factory(original))
-    client = sys.modules.get(client_name)
-    if client is not None and getattr(client, name, None) is original:
-        setattr(client, name, getattr(module, name))
+    for importer in importers:
+        client = sys.modules.get(importer)
+        if client is not None and getattr(client, name, None) is original:
+            setattr(client, name, getattr(module, name))
     return True
 
 

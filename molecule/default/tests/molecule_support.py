@@ -15,7 +15,7 @@ import yaml
 GATEWAY = "mcp-mol-gw"
 # Every gateway host, in inventory order (the order in which site.yml and rotate.yml roll them, one at a time).
 GATEWAYS = [GATEWAY, "mcp-mol-gw2"]
-PLUGIN_HOSTS = {"mcp-mol-plug1": {"MolGuard": 8000, "MolGrpc": 8200}, "mcp-mol-plug2": {"MolWords": 8000, "MolEcho": 8100}}
+PLUGIN_HOSTS = {"mcp-mol-plug1": {"MolGuard": 8000, "MolGrpc": 8300}, "mcp-mol-plug2": {"MolWords": 8000, "MolEcho": 8100}}
 PLUGINS = {name: h for h, names in PLUGIN_HOSTS.items() for name in names}
 # The plugins served over gRPC (transport: grpc); the others over MCP (Streamable HTTP).
 GRPC = {"MolGrpc"}

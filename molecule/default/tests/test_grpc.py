@@ -36,9 +36,14 @@ def test_the_grpc_instance_binds_its_port_itself_and_runs_with_the_deployed_file
     assert h.run(f"systemctl is-active mcp-plugin@{name}.service").stdout.strip() == "active"
     socket = h.run(f"systemctl show -p ActiveState -p ConditionResult --value mcp-plugin@{name}.socket").stdout.split()
     assert socket == ["inactive", "no"], f"the socket of a gRPC instance must never start: {socket}"
+    # The service binds it (ProtectProc=invisible hides its process from ss -p; systemd, pid 1, would show).
     listeners = h.run(f"ss -ltnpH 'sport = :{PORT[name]}'").stdout
-    assert '("python",' in listeners and '"systemd"' not in listeners, listeners
+    assert '"systemd"' not in listeners, listeners
     assert "0.0.0.0:%d" % PORT[name] in listeners or "*:%d" % PORT[name] in listeners, listeners
+    # ... and its service user owns the listening socket (ss -e: the socket's owner; systemd's would be root's).
+    uid = h.run("id -u mcp-plugin").stdout.strip()
+    owner = h.run(f"ss -ltneH 'sport = :{PORT[name]}'").stdout
+    assert uid.isdigit() and f"uid:{uid} " in owner, (uid, owner)
     check = h.run(f"cd /etc/mcp-plugins/{name} && sha256sum --check --status /run/mcp-plugins/{name}/loaded.sha256")
     assert check.rc == 0, "the instance does not run with the deployed files"
     config = h.run(f"cat /etc/mcp-plugins/{name}/config.yaml").stdout

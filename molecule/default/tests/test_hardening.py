@@ -79,15 +79,20 @@ def test_only_the_mtls_ports_listen_off_host(name):
     allowed = {("tcp", port) for port in PLUGIN_HOSTS.get(name, {}).values()}
     assert {(proto, port) for proto, port, _proc in deployed} == allowed, exposed
     # The MCP plugins' ports are held by systemd (socket units); grpcio binds a gRPC plugin's port itself.
+    # (ProtectProc=invisible hides the launcher's process from ss -p: its port shows without a process, never systemd.)
     grpc_ports = {port for plugin, port in PLUGIN_HOSTS.get(name, {}).items() if plugin in GRPC}
-    assert all(proc == ("python" if port in grpc_ports else "systemd") for _proto, port, proc in deployed), exposed
+    assert all((proc != "systemd") if port in grpc_ports else (proc == "systemd") for _proto, port, proc in deployed), \
+        exposed
 
 
 def _handshakes(name, attempts):
     """Handshakes from the gateway host, one per (label, s_client arguments): label -> OK (completed),
     NO (refused) or CLIENT (the client could not even offer it: such a refusal would prove nothing)."""
+    # A gRPC server (BoringSSL in grpcio) completes a TLS 1.2 handshake only for a client that offers ALPN h2, as every
+    # gRPC client does.
+    alpn = "-alpn h2 " if name in GRPC else ""
     lines = [f"if timeout 10 openssl s_client -connect {ADDRESS[name]}:{PORTS[name]} -servername {ADDRESS[name]} "
-             f"{CLIENT} {args} </dev/null >/tmp/hs.out 2>&1; then echo 'OK {label}'; "
+             f"{alpn}{CLIENT} {args} </dev/null >/tmp/hs.out 2>&1; then echo 'OK {label}'; "
              f"elif grep -qi 'no protocols available\\|no cipher match\\|no ciphers available' /tmp/hs.out; "
              f"then echo 'CLIENT {label}'; else echo 'NO {label}'; fi"
              for label, args in attempts]
