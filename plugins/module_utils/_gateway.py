@@ -37,4 +37,3 @@ def gateway_client_config(plugins, tls, settings_in="yaml"):
         entry[key] = section
         entries.append(entry)
     return {"plugins": entries}
-

@@ -28,7 +28,8 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.error import HTTPError, URLError
-from urllib.request import Request, urlopen
+
+from ansible.module_utils.urls import open_url
 
 TOOL_PREFIX = "mcp-mtls-verify-"
 DEFAULTS = {"PLATFORM_ADMIN_EMAIL": "admin@example.com", "JWT_ALGORITHM": "HS256", "JWT_AUDIENCE": "mcpgateway-api",
@@ -125,7 +126,8 @@ def _request(method, url, token, body=None, timeout=30):
         data = json.dumps(body).encode("utf-8")
         headers["Content-Type"] = "application/json"
     try:
-        with urlopen(Request(url, data=data, headers=headers, method=method), timeout=timeout) as answer:  # nosec
+        with open_url(url, data=data, headers=headers, method=method, timeout=timeout, use_proxy=False,
+                      follow_redirects="none") as answer:
             status, raw = answer.status, answer.read(1 << 20)
     except HTTPError as exc:
         status, raw = exc.code, exc.read(65536)
@@ -191,9 +193,9 @@ def run(base_url, env_files, arguments, expect=None, expect_result="", timeout=3
         records.append(check("gateway_tool_call_reaches_the_tool", got == expect and len(tool.received) == 1,
                              reached, seen))
         if expect_result:
-            records.append(check("gateway_tool_call_answered", text is not None and not is_error and expect_result in text,
-                                 answered, problem or ("isError %s, %d characters: %s" % (is_error, len(text or ""),
-                                                                                         (text or "")[:300]))))
+            seen = problem or "isError %s, %d characters: %s" % (is_error, len(text or ""), (text or "")[:300])
+            records.append(check("gateway_tool_call_answered",
+                                 text is not None and not is_error and expect_result in text, answered, seen))
         return records
     except (URLError, OSError) as exc:
         return records + [check("gateway_tool_call_reaches_the_tool", False, reached,

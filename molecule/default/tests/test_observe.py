@@ -27,6 +27,7 @@ EXPECTED_GRPC = {"no_certificate", "unknown_ca", "protocol", "cipher", "other"}
 GRPCIO_SAYS = {"no_certificate": "PEER_DID_NOT_RETURN_A_CERTIFICATE", "unknown_ca": "CERTIFICATE_VERIFY_FAILED",
                "protocol": "UNSUPPORTED_PROTOCOL", "cipher": "NO_SHARED_CIPHER"}
 
+
 def counters():
     """{plugin: {reason: count}} read on the plugin hosts."""
     found = {}

@@ -710,7 +710,11 @@ def test_a_loader_refusal_refuses_the_reload_and_keeps_the_previous_extra(tmp_pa
     assert not status["ok"] and "grpcio cannot use this set" in status["message"]
     # At start, the loader's refusal is the launcher's.
     fresh = inst.material()
-    fresh.extra_loader = lambda _files, _info: (_ for _ in ()).throw(LauncherError("refused at start"))
+
+    def refuse(_files, _info):
+        raise LauncherError("refused at start")
+
+    fresh.extra_loader = refuse
     with pytest.raises(LauncherError, match="refused at start"):
         fresh.start()
 

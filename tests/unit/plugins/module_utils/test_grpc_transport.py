@@ -66,8 +66,8 @@ def test_an_ipv6_host_is_bracketed_once_however_it_is_given(host):
 def test_the_transport_is_lower_cased_and_defaults_to_http():
     plan = _by_name(P.host_plan([{"name": "a", "port": 1, "transport": "GRPC"}, {"name": "b", "port": 2, "transport": "Http"},
                                  {"name": "c", "port": 3, "transport": ""}], "p1"))
-    assert [(p["transport"], p["target"]) for p in plan.values()] == [("grpc", "mcp-plugin-a:1"), ("http", None),
-                                                                     ("http", None)]
+    expected = [("grpc", "mcp-plugin-a:1"), ("http", None), ("http", None)]
+    assert [(p["transport"], p["target"]) for p in plan.values()] == expected
     assert plan["a"]["url"] == "grpcs://mcp-plugin-a:1" and plan["b"]["url"] == "https://mcp-plugin-b:2/mcp"
 
 
@@ -140,8 +140,8 @@ def test_a_new_socketless_instance_never_touches_its_socket():
                      "enable": ["mcp-plugin@g.service", "mcp-plugin-health@g.timer"],
                      "start": ["mcp-plugin@g.service", "mcp-plugin-health@g.timer"]}
     # The same instance over HTTP starts its socket first.
-    assert U.plan(["g"], _states("g"))["start"] == ["mcp-plugin@g.socket", "mcp-plugin@g.service",
-                                                     "mcp-plugin-health@g.timer"]
+    expected = ["mcp-plugin@g.socket", "mcp-plugin@g.service", "mcp-plugin-health@g.timer"]
+    assert U.plan(["g"], _states("g"))["start"] == expected
 
 
 @pytest.mark.parametrize("socket_state", ["active", "activating", "reloading"])
@@ -212,7 +212,7 @@ def hpack_literals(block):
         assert block[0] == 0x00, "not a literal without indexing with a new name: %r" % block[:1]
         block = block[1:]
         strings = []
-        for _ in range(2):
+        for _side in range(2):
             assert not block[0] & 0x80, "Huffman-coded"
             length, used = block[0] & 0x7F, 1
             if length == 0x7F:  # RFC 7541 5.1: the rest of the integer in 7-bit groups, least significant first
