@@ -609,6 +609,9 @@ ARGSPEC_CASES = {
         rc_("verify-handshake_counters-not-bool", {"verify_handshake_counters": "x"}, "verify_handshake_counters"),
         rc_("verify-gateway_service-not-bool", {"verify_gateway_service": "x"}, "verify_gateway_service"),
         rc_("verify-ca_key_search_exclude-dict", {"verify_ca_key_search_exclude": {"a": 1}}, "verify_ca_key_search_exclude"),
+        rc_("verify-tool_call-not-bool", {"verify_tool_call": "perhaps"}, "verify_tool_call"),
+        rc_("verify-tool_call_arguments-list", {"verify_tool_call_arguments": ["a"]}, "verify_tool_call_arguments"),
+        rc_("verify-tool_call_expect-str", {"verify_tool_call_expect": "oh crud"}, "verify_tool_call_expect"),
     ]),
     "rotate_schedule": count("rotate_schedule argument_specs", [
         rc_("rs-state-choice", {"rotate_schedule_state": "maybe"}, "rotate_schedule_state"),
