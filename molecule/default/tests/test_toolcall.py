@@ -47,9 +47,9 @@ def test_every_plugin_hop_acts_on_a_real_tool_call():
     print(f"tool call: {reached['seen']}; answer: {answered['seen']}")
     assert reached["ok"], reached
     # MolGuard's post-invoke hook cut the tool's answer ({"received": {...}}, more than 40 characters) to 40 + "...".
-    match = re.match(r"isError False, (\d+) characters: (.*)$", answered["seen"])
+    match = re.match(r"isError False, (\d+) characters: (.*)$", answered["seen"], re.S)
     assert answered["ok"] and match, answered
-    assert int(match.group(1)) <= CUT_AT + 3 and match.group(2).endswith("..."), answered
+    assert int(match.group(1)) <= CUT_AT and match.group(2).endswith("..."), answered
     # Without the plugins' rewrites the same call fails the check: the records can fail.
     unchanged = tool_call(expect=ARGS)["gateway_tool_call_reaches_the_tool"]
     assert not unchanged["ok"] and "[redacted]" in unchanged["seen"], unchanged
