@@ -28,6 +28,8 @@ class FilterModule:
             "host_plan": _wrap(_plan.host_plan),
             "pki_leaves": _wrap(_inventory.pki_leaves),
             "pki_tree": _wrap(_inventory.pki_tree),
+            "frontdoor_plan": _wrap(_inventory.frontdoor_plan),
+            "client_tree": _wrap(_inventory.client_tree),
             "leaf_passphrases": _wrap(_inventory.leaf_passphrases),
             "tls_file_expectations": _wrap(_verify.tls_file_expectations),
             "probe_summary": _wrap(_verify.probe_summary),

@@ -73,6 +73,18 @@ def validate(params):
         crl = tls.get("crl") or ""
         if crl and ("-----BEGIN X509 CRL-----" not in crl or "PRIVATE KEY" in crl):
             raise PKIError("tls.crl is not a PEM CRL (run the pki role first)")
+        server_key, server_cert = tls.get("server_key") or "", tls.get("server_cert") or ""
+        if bool(server_key) != bool(server_cert):
+            raise PKIError("tls.server_key and tls.server_cert come together (the front door's key and certificate)")
+        if server_key and "PRIVATE KEY" not in server_key:
+            raise PKIError("tls.server_key is not a PEM private key (run the pki role first)")
+        if server_cert and (_PEM_CERT not in server_cert or "PRIVATE KEY" in server_cert):
+            raise PKIError("tls.server_cert is not a PEM certificate without a key")
+        clients_ca = tls.get("clients_ca") or ""
+        if bool(clients_ca) != bool(server_cert):
+            raise PKIError("tls.clients_ca comes with tls.server_cert (the bundle the front door verifies clients with)")
+        if clients_ca and (_PEM_CERT not in clients_ca or "PRIVATE KEY" in clients_ca):
+            raise PKIError("tls.clients_ca is not a PEM certificate bundle without a key")
     loaded = params.get("loaded") or {}
     for name in loaded.get("files") or []:
         if posixpath.isabs(name) or ".." in name.split("/"):
@@ -147,10 +159,14 @@ def converge(params, run_command, check_mode=False, diff=False):
                            "before calling gateway_host" % path)
     # The TLS set first: a check of plugins.yaml (cpex's loader) needs the files it names.
     if tls is not None:
-        owners = {"client.key": (0o600, params["uid"], params["gid"])}
+        owners = {"client.key": (0o600, params["uid"], params["gid"]), "server.key": (0o600, params["uid"], params["gid"])}
         files = [(dest, tls[field].encode("utf-8")) + owners.get(dest, (0o644, 0, 0)) for dest, field in TLS_FILES]
         if tls.get("crl"):  # the CRLs of the bundle's CAs: the plugin client checks server certificates against them
             files.append(("ca.crl", tls["crl"].encode("utf-8"), 0o644, 0, 0))
+        if tls.get("server_key"):  # the front door's (the host package's frontdoor serves them; MCP clients checked by ca.crt)
+            files += [(dest, tls[field].encode("utf-8")) + owners.get(dest, (0o644, 0, 0))
+                      for dest, field in (("server.key", "server_key"), ("server.crt", "server_cert"),
+                                          ("clients-ca.crt", "clients_ca"))]
         if host.tls_set(config_dir, files, params["gid"]):
             reasons.append("TLS files changed")
     for entry in params["files"]:

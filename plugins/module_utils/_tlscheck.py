@@ -131,7 +131,7 @@ def _h2_read(tls):
 
 
 def attempt(target, server_name, request, ca, cert=None, key=None, version=None, ciphers=None, check_hostname=True,
-            h2=False):
+            h2=False, strict=False):
     """One HTTPS request to TARGET (family, sockaddr): no DNS, the server verified against CA for SERVER_NAME.
     With H2 (a gRPC server), ALPN offers h2 and REQUEST is grpc_health_request's: its answer is outcome http, a call
     refused after the handshake CALL_REFUSED.
@@ -140,9 +140,12 @@ def attempt(target, server_name, request, ca, cert=None, key=None, version=None,
     sent), no-connection (no TCP connection), verify-failed (this client refused the server's certificate),
     alert (the server sent a TLS alert), closed (the server closed the connection after our ClientHello,
     before any HTTP answer, without an alert), tls-error (this client stopped the handshake), http (an HTTP
-    status line came back) or other (a timeout, a TLS close_notify without an answer, not HTTP)."""
+    status line came back) or other (a timeout, a TLS close_notify without an answer, not HTTP). STRICT: the
+    server's chain is verified with OpenSSL's strict X.509 checks (RFC 5280)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = check_hostname
+    if strict:
+        context.verify_flags |= ssl.VERIFY_X509_STRICT
     try:
         context.load_verify_locations(ca)
         if cert:
@@ -225,19 +228,22 @@ def foreign_problem(foreign):
     return None
 
 
-def remote(url, client, foreign=None, health_port=None, revoked=None):
+def remote(url, client, foreign=None, health_port=None, revoked=None, client_auth="require", health=True,
+           strict=False):
     """The checks of one plugin endpoint URL (as in the gateway's plugins.yaml; grpcs://HOST:PORT for a gRPC plugin,
     asked in HTTP/2) from this host.
 
     CLIENT: paths cert, key, ca of the gateway's client files; FOREIGN: paths cert, key (and ca) of a valid
     client certificate of another CA, or None; HEALTH_PORT: the plugin's health port (default: port + 1000);
-    REVOKED: paths cert, key of a client certificate of this CA that was revoked (playbooks/revoke.yml), or None."""
+    REVOKED: paths cert, key of a client certificate of this CA that was revoked (playbooks/revoke.yml), or None.
+    CLIENT_AUTH "optional" (the gateway's front door): a client without a certificate must get an HTTP answer.
+    HEALTH false: no plain health port to check. STRICT: every handshake verifies the server's chain strictly."""
     parts = urlsplit(url)
     host, port = parts.hostname, parts.port or 443
     h2 = parts.scheme == "grpcs"
     request = grpc_health_request(parts.netloc) if h2 else \
         f"GET {parts.path or '/'} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
-    mine = {"cert": client["cert"], "key": client["key"]}
+    mine = {"cert": client["cert"], "key": client["key"]} if client.get("cert") else {}
     ca = client["ca"]
     try:
         targets = list(dict.fromkeys((info[0], info[4]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)))
@@ -249,7 +255,7 @@ def remote(url, client, foreign=None, health_port=None, revoked=None):
     # The positive twin: the first address where the gateway's certificate gets an HTTP answer.
     twin, tried = None, []
     for target in targets:
-        outcome, detail = attempt(target, host, request, ca, h2=h2, **mine)
+        outcome, detail = attempt(target, host, request, ca, h2=h2, strict=strict, **mine)
         tried.append(f"{target[1][0]}: {detail}")
         if outcome == "http":
             twin = target
@@ -264,14 +270,18 @@ def remote(url, client, foreign=None, health_port=None, revoked=None):
             return check(name, False, expected, "not tried: mtls_handshake_with_gateway_cert failed")
         if control and not control["ok"]:
             return check(name, False, expected, f"not tried: its control {control['check']} failed")
-        outcome, detail = attempt(twin, server_name, request, ca, h2=h2, **options)
+        outcome, detail = attempt(twin, server_name, request, ca, h2=h2, strict=strict, **options)
         return check(name, accept(outcome, detail), expected, f"{twin[1][0]}:{port}: {detail}")
 
     def refused(outcome, _detail):
         return outcome in REFUSALS
 
     server_refusal = "a TLS alert from the server, or the server closing the connection after our ClientHello without an HTTP answer"
-    results.append(on_twin("no_client_cert_refused", f"{server_refusal}, for a client without a certificate", refused))
+    if client_auth == "optional":
+        results.append(on_twin("no_client_cert_served", "an HTTP answer for a client without a certificate "
+                               "(client certificates optional)", lambda outcome, _detail: outcome == "http"))
+    else:
+        results.append(on_twin("no_client_cert_refused", f"{server_refusal}, for a client without a certificate", refused))
     if foreign:
         expected = f"{server_refusal}, for a valid client certificate of another CA"
         problem = foreign_problem(foreign)
@@ -298,6 +308,8 @@ def remote(url, client, foreign=None, health_port=None, revoked=None):
                            f"{server_refusal}, for a TLS 1.2 ClientHello offering only CBC and RSA-key-exchange suites "
                            "(TLS 1.2 control succeeds)", refused, control, version=ssl.TLSVersion.TLSv1_2, ciphers=WEAK_TLS12_SUITES, **mine))
 
+    if not health:
+        return results
     health = health_port or plan_health_port(port)
     expected = f"no TCP connection to port {health} (refused or timed out) at the address where the mTLS request succeeds"
     if twin:
@@ -306,6 +318,17 @@ def remote(url, client, foreign=None, health_port=None, revoked=None):
     else:
         results.append(check("health_not_reachable_remotely", False, expected, "not tried: mtls_handshake_with_gateway_cert failed"))
     return results
+
+
+def frontdoor(url, client, foreign=None, revoked=None, client_auth="require"):
+    """The checks of the gateway's front door at URL (its /health over HTTPS), from the gateway host: remote()'s, with
+    the server's chain verified strictly, named frontdoor_*. CLIENT: paths ca (the bundle that verifies the server
+    certificate) and, unless the key is encrypted, cert and key of a client certificate the front door accepts."""
+    checks = remote(url, client, foreign, revoked=revoked, client_auth=client_auth, health=False, strict=True)
+    if not client.get("cert"):
+        # Without a usable client certificate the twin is the request without one (client_auth optional only).
+        checks = [item for item in checks if item["check"] != "no_client_cert_served"]
+    return [dict(item, check="frontdoor_" + item["check"]) for item in checks]
 
 
 def listening():
@@ -405,10 +428,13 @@ def counted(port, ca, metrics, foreign=None, wait=5.0, clock=time.monotonic, sle
                  "%s (attempts: %s)" % (seen, "; ".join(outcomes)))
 
 
-def health_status(url):
-    """'healthy' when URL answers HTTP 200 with JSON status "healthy", else what it answered."""
+def health_status(url, tls=None):
+    """'healthy' when URL answers HTTP 200 with JSON status "healthy", else what it answered. TLS: paths ca, and
+    optionally cert and key (a client certificate), for an https URL."""
+    tls = tls or {}
     try:
-        with open_url(url, timeout=5, validate_certs=True, use_proxy=False) as answer:
+        with open_url(url, timeout=5, validate_certs=True, use_proxy=False, ca_path=tls.get("ca"),
+                      client_cert=tls.get("cert"), client_key=tls.get("key")) as answer:
             body = answer.read(65536)
             status = json.loads(body.decode("utf-8", "replace")).get("status") if answer.status == 200 else None
             return "healthy" if status == "healthy" else f"HTTP {answer.status}, status {status!r}"
@@ -416,21 +442,21 @@ def health_status(url):
         return f"{type(exc).__name__}: {exc}"
 
 
-def gateway_health(url, wait, clock=time.monotonic, sleep=time.sleep):
+def gateway_health(url, wait, clock=time.monotonic, sleep=time.sleep, tls=None):
     """Poll URL every second until it is healthy or WAIT seconds passed (a starting gateway answers only once
     it loaded its plugins)."""
     deadline = clock() + wait
     while True:
-        seen = health_status(url)
+        seen = health_status(url, tls)
         if seen == "healthy" or clock() >= deadline:
             return check("gateway_healthy", seen == "healthy", f"{url} healthy within {wait} s", seen)
         sleep(1)
 
 
-def gateway_service(unit, plugins, health_url=None, wait=0):
-    """The gateway unit is active (healthy at HEALTH_URL, waiting up to WAIT s) and its current run registered
-    every plugin in PLUGINS and reported their number."""
-    results = [gateway_health(health_url, wait)] if health_url else []
+def gateway_service(unit, plugins, health_url=None, wait=0, tls=None):
+    """The gateway unit is active (healthy at HEALTH_URL, waiting up to WAIT s; TLS as health_status's) and its
+    current run registered every plugin in PLUGINS and reported their number."""
+    results = [gateway_health(health_url, wait, tls=tls)] if health_url else []
     rc, state = run(["systemctl", "is-active", unit])
     results.append(check("gateway_service_active", state.strip() == "active", f"{unit} active", state.strip()))
     rc, invocation = run(["systemctl", "show", "-p", "InvocationID", "--value", unit])

@@ -118,8 +118,9 @@ class EchoTool:
         self.server.server_close()
 
 
-def _request(method, url, token, body=None, timeout=30):
-    """(status, parsed JSON or text) of an HTTP call to the gateway's API."""
+def _request(method, url, token, body=None, timeout=30, tls=None):
+    """(status, parsed JSON or text) of an HTTP call to the gateway's API (TLS: paths ca, cert, key for HTTPS)."""
+    tls = tls or {}
     headers = {"Authorization": "Bearer %s" % token, "Accept": "application/json, text/event-stream"}
     data = None
     if body is not None:
@@ -127,7 +128,8 @@ def _request(method, url, token, body=None, timeout=30):
         headers["Content-Type"] = "application/json"
     try:
         with open_url(url, data=data, headers=headers, method=method, timeout=timeout, use_proxy=False,
-                      follow_redirects="none") as answer:
+                      follow_redirects="none", ca_path=tls.get("ca"), client_cert=tls.get("cert"),
+                      client_key=tls.get("key")) as answer:
             status, raw = answer.status, answer.read(1 << 20)
     except HTTPError as exc:
         status, raw = exc.code, exc.read(65536)
@@ -153,9 +155,10 @@ def check(name, ok, expected, seen):
     return {"check": name, "ok": bool(ok), "expected": expected, "seen": seen}
 
 
-def run(base_url, env_files, arguments, expect=None, expect_result="", timeout=30):
-    """The records of one tools/call through the gateway at BASE_URL (e.g. http://127.0.0.1:4444): the tool must
-    receive EXPECT (default: ARGUMENTS unchanged) and the answer contain EXPECT_RESULT (when given)."""
+def run(base_url, env_files, arguments, expect=None, expect_result="", timeout=30, tls=None):
+    """The records of one tools/call through the gateway at BASE_URL (e.g. http://127.0.0.1:4444; an https one with
+    TLS, paths ca, cert and key): the tool must receive EXPECT (default: ARGUMENTS unchanged) and the answer contain
+    EXPECT_RESULT (when given)."""
     expect = arguments if expect is None else expect
     reached = "the tool receives %s after the plugins' pre-invoke hooks" % json.dumps(expect, sort_keys=True)
     answered = "the gateway's answer to tools/call, through the post-invoke hooks, contains %r" % expect_result
@@ -170,7 +173,7 @@ def run(base_url, env_files, arguments, expect=None, expect_result="", timeout=3
         status, created = _request("POST", base_url + "/tools", token, {"tool": {
             "name": TOOL_PREFIX + uuid.uuid4().hex[:8], "url": tool.url, "integration_type": "REST",
             "request_type": "POST", "description": "throwaway tool of mcpgateway.mtls verify (removed after the call)",
-            "input_schema": {"type": "object"}, "visibility": "public"}}, timeout)
+            "input_schema": {"type": "object"}, "visibility": "public"}}, timeout, tls)
         if status != 200 or not isinstance(created, dict) or not created.get("id"):
             return [check("gateway_tool_call_reaches_the_tool", False, reached,
                           "registering the tool (POST /tools) answered HTTP %s: %s" % (status, str(created)[:500]))]
@@ -178,7 +181,7 @@ def run(base_url, env_files, arguments, expect=None, expect_result="", timeout=3
         started = time.monotonic()
         status, answer = _request("POST", base_url + "/mcp", token, {
             "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": created.get("name"), "arguments": arguments}}, timeout)
+            "params": {"name": created.get("name"), "arguments": arguments}}, timeout, tls)
         took = time.monotonic() - started
         text, is_error, problem = _result_text(answer) if status == 200 else (None, None, "HTTP %s: %s" % (
             status, str(answer)[:500]))
@@ -203,7 +206,7 @@ def run(base_url, env_files, arguments, expect=None, expect_result="", timeout=3
     finally:
         if tool_id:
             try:
-                _request("DELETE", "%s/tools/%s" % (base_url, tool_id), token, timeout=timeout)
+                _request("DELETE", "%s/tools/%s" % (base_url, tool_id), token, timeout=timeout, tls=tls)
             except (URLError, OSError):
                 pass
         tool.close()

@@ -28,6 +28,7 @@ DIST = "mcp-mtls-host"
 ENTRY_POINTS = {
     "mcp-mtls-probe": "mcp_mtls_host.probe:main",
     "mcp-plugin-launcher": "mcp_mtls_host.launcher:main",
+    "mcp-mtls-gateway": "mcp_mtls_host.frontdoor:main",
 }
 # Modules of the package that run on the controller only (the scheduled rotation's wrapper, installed by role
 # rotate_schedule): left out of the wheel, so a change to them restarts no service on the hosts.

@@ -121,6 +121,26 @@ options:
         type: str
         default: ""
         version_added: 0.3.0
+      server_key:
+        description:
+          - The private key of the gateway's front door (PEM), written to C(server.key) (mode 0600, owner O(user)) in
+            the TLS set. Only with O(tls.server_cert). Empty, the set has no front door files.
+        type: str
+        default: ""
+        version_added: 0.3.0
+      server_cert:
+        description:
+          - The certificate of the gateway's front door (PEM), written to C(server.crt) in the TLS set.
+        type: str
+        default: ""
+        version_added: 0.3.0
+      clients_ca:
+        description:
+          - The CA bundle the front door verifies MCP clients' certificates against (PEM), written to C(clients-ca.crt)
+            in the TLS set, beside C(ca.crl), which must then hold the CRL of each of its CAs. Only with O(tls.server_cert).
+        type: str
+        default: ""
+        version_added: 0.3.0
   files:
     description: Plain files to write, in this order.
     type: list
@@ -283,6 +303,9 @@ def main():
                 "cert": {"type": "str", "required": True},
                 "ca": {"type": "str", "required": True},
                 "crl": {"type": "str", "default": ""},
+                "server_key": {"type": "str", "default": "", "no_log": True},
+                "server_cert": {"type": "str", "default": ""},
+                "clients_ca": {"type": "str", "default": ""},
             }},
             "directories": {"type": "list", "elements": "dict", "default": [], "options": {
                 "path": {"type": "path", "required": True},

@@ -11,8 +11,8 @@ version_added: 0.2.0
 description:
   - The host side of role M(mcpgateway.mtls.verify) and of the rollout gates. Runs, on the target, every check that
     O(files), O(local_plugins), O(remote_plugins), O(ca_key_search), O(same_content), O(gateway_loaded),
-    O(gateway_service) and O(probe) ask for, in one process, so that verifying a host costs one remote round trip
-    whatever the number of plugins.
+    O(gateway_service), O(frontdoor), O(tool_call) and O(probe) ask for, in one process, so that verifying a host
+    costs one remote round trip whatever the number of plugins.
   - Each check returns a record C(check), C(target), C(ok), C(expected), C(seen). The module never fails because a
     check failed; the caller asserts on RV(checks). It fails only on bad input.
   - A negative check (a refusal) only counts after its positive twin, the same request with the gateway's
@@ -241,6 +241,23 @@ options:
         description: Seconds to wait for O(gateway_service.health_url) to become healthy (a gateway that was just started).
         type: int
         default: 0
+      tls:
+        description:
+          - For an https URL - paths C(ca) (the bundle that verifies the gateway's server certificate), and C(cert)
+            and C(key) of a client certificate when the gateway's front door asks for one.
+        type: dict
+        version_added: 0.3.0
+        suboptions:
+          ca:
+            description: The CA bundle.
+            type: path
+            required: true
+          cert:
+            description: The client certificate.
+            type: path
+          key:
+            description: Its (unencrypted) key.
+            type: path
   tool_call:
     description:
       - A real MCP C(tools/call) through the gateway on this host (module_utils C(_toolcall)). A throwaway REST tool on
@@ -270,6 +287,69 @@ options:
         description: A text the answer must contain, after the plugins' post-invoke hooks (empty, no such record).
         type: str
         default: ""
+      tls:
+        description:
+          - For an https URL - paths C(ca) (the bundle that verifies the gateway's server certificate), and C(cert)
+            and C(key) of a client certificate when the gateway's front door asks for one.
+        type: dict
+        version_added: 0.3.0
+        suboptions:
+          ca:
+            description: The CA bundle.
+            type: path
+            required: true
+          cert:
+            description: The client certificate.
+            type: path
+          key:
+            description: Its (unencrypted) key.
+            type: path
+  revoked_frontdoor_client:
+    description:
+      - A revoked MCP client certificate (role pki's C(client.NAME), playbooks/revoke.yml) that O(frontdoor) must refuse
+        (record C(frontdoor_revoked_client_cert_refused)). Written to a private temporary folder for the check and removed.
+      - Given as a whole as one never-logged option.
+    type: dict
+    version_added: 0.3.0
+    suboptions:
+      cert:
+        description: The certificate (PEM).
+        type: str
+        required: true
+      key:
+        description: Its unencrypted key (PEM).
+        type: str
+        required: true
+  frontdoor:
+    description:
+      - The gateway's front door (its API over HTTPS, role gateway's C(gateway_https)), checked from this host at
+        O(frontdoor.url) (its C(/health)). Records C(frontdoor_*) - an HTTP answer with the client certificate, the
+        server's chain verified strictly against O(frontdoor.ca) for the URL's host; without a certificate refused
+        (O(frontdoor.client_auth=require)) or served (V(optional)); O(foreign)'s certificate refused; the revoked
+        client of O(revoked_client) refused; a wrong host name refused by this client; TLS 1.1 and weak TLS 1.2 suites
+        refused where TLS 1.2 succeeds.
+    type: dict
+    version_added: 0.3.0
+    suboptions:
+      url:
+        description: The front door's health URL, e.g. C(https://127.0.0.1:4444/health).
+        type: str
+        required: true
+      client_auth:
+        description: What the front door asks of clients.
+        type: str
+        choices: [require, optional]
+        default: require
+      ca:
+        description: The bundle that verifies the gateway's server certificate.
+        type: path
+        required: true
+      cert:
+        description: A client certificate the front door accepts (the gateway's own); without it only V(optional) is checked.
+        type: path
+      key:
+        description: Its (unencrypted) key.
+        type: path
   probe:
     description: Run the gateway's mTLS probe (cpex's client with the deployed config) as the gateway's user.
     type: dict
@@ -492,6 +572,15 @@ def run_checks(params):
                                           int(plugin["health_port"]) if plugin.get("health_port") else None,
                                           revoked)
                 records += [dict(item, target=plugin["name"]) for item in checks]
+        if params["frontdoor"] is not None:
+            door = params["frontdoor"]
+            # The front door trusts the gateway's CA too: a revoked gateway certificate is refused there as well.
+            door_revoked = revoked
+            if params["revoked_frontdoor_client"]:
+                door_revoked = write_foreign(os.path.join(folder, "revoked-client"), params["revoked_frontdoor_client"])
+            records += [dict(item, target="%s front door" % host) for item in _tlscheck.frontdoor(
+                door["url"], {"ca": door["ca"], "cert": door["cert"], "key": door["key"]}, foreign, door_revoked,
+                door["client_auth"])]
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if params["ca_key_search"] is not None:
@@ -511,11 +600,12 @@ def run_checks(params):
     if params["gateway_service"] is not None:
         service = params["gateway_service"]
         records += [dict(item, target=host) for item in _tlscheck.gateway_service(
-            service["unit"], service["plugins"], service["health_url"], service["wait"])]
+            service["unit"], service["plugins"], service["health_url"], service["wait"], service["tls"])]
     if params["tool_call"] is not None:
         call = params["tool_call"]
         records += [dict(item, target=host) for item in _toolcall.run(
-            call["url"].rstrip("/"), call["env_files"], call["arguments"], call["expect"], call["expect_result"])]
+            call["url"].rstrip("/"), call["env_files"], call["arguments"], call["expect"], call["expect_result"],
+            tls=call["tls"])]
     if params["probe"] is not None:
         rc, out, err = run_probe(params["probe"])
         records += probe_records(rc, out, err, params["probe"]["plugins"], host)
@@ -562,12 +652,23 @@ def main():
             "gateway_service": {"type": "dict", "options": {
                 "unit": {"type": "str", "required": True},
                 "plugins": {"type": "list", "elements": "str", "required": True},
-                "health_url": {"type": "str"}, "wait": {"type": "int", "default": 0}}},
+                "health_url": {"type": "str"}, "wait": {"type": "int", "default": 0},
+                "tls": {"type": "dict", "options": {
+                    "ca": {"type": "path", "required": True}, "cert": {"type": "path"},
+                    "key": {"type": "path", "no_log": False}}}}},
             "tool_call": {"type": "dict", "options": {
                 "url": {"type": "str", "required": True},
                 "env_files": {"type": "list", "elements": "path", "required": True},
                 "arguments": {"type": "dict", "required": True}, "expect": {"type": "dict"},
-                "expect_result": {"type": "str", "default": ""}}},
+                "expect_result": {"type": "str", "default": ""},
+                "tls": {"type": "dict", "options": {
+                    "ca": {"type": "path", "required": True}, "cert": {"type": "path"},
+                    "key": {"type": "path", "no_log": False}}}}},
+            "frontdoor": {"type": "dict", "options": {
+                "url": {"type": "str", "required": True},
+                "client_auth": {"type": "str", "choices": ["require", "optional"], "default": "require"},
+                "ca": {"type": "path", "required": True}, "cert": {"type": "path"},
+                "key": {"type": "path", "no_log": False}}},
             "probe": {"type": "dict", "options": {
                 "command": {"type": "path", "required": True}, "user": {"type": "str", "required": True},
                 "plugins": {"type": "list", "elements": "str", "required": True},
@@ -579,6 +680,10 @@ def main():
                 "cert": {"type": "str", "required": True},
                 "key": {"type": "str", "required": True, "no_log": True}}},
             "revoked_server_name": {"type": "str"},
+            # no_log as a whole (see revoked_client).
+            "revoked_frontdoor_client": {"type": "dict", "no_log": True, "options": {
+                "cert": {"type": "str", "required": True},
+                "key": {"type": "str", "required": True, "no_log": True}}},
             "ca_files": {"type": "list", "elements": "path", "default": []},
         },
         supports_check_mode=True,
@@ -592,6 +697,10 @@ def main():
         module.fail_json(msg="; ".join(problems))
     if params["handshake_counters"] and params["local_plugins"] and not params["loaded_from"]:
         module.fail_json(msg="handshake_counters needs loaded_from: the folder of the instances (their CA bundles)")
+    door = params["frontdoor"]
+    if door is not None and (bool(door["cert"]) != bool(door["key"]) or (door["client_auth"] == "require" and not door["cert"])):
+        module.fail_json(msg="frontdoor: cert and key come together, and client_auth require needs them (a client "
+                             "certificate the front door accepts)")
     if params["remote_plugins"] and not params["client"]:
         module.fail_json(msg="remote_plugins needs client: the paths of the gateway's client certificate, key and CA bundle")
     if params["ca_files"]:

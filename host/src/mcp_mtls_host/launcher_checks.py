@@ -250,22 +250,23 @@ def graceful_timeout(env) -> float:
     return seconds
 
 
-def tls_policy(env) -> dict:
-    """The TLS policy of the mTLS port from the environment, checked (lowest version, TLS 1.2 ciphers)."""
-    version = env.get(MIN_VERSION_ENV, "") or "TLSv1.2"
+def tls_policy(env, min_version_env=MIN_VERSION_ENV, ciphers_env=CIPHERS_ENV) -> dict:
+    """The TLS policy of the mTLS port from the environment (the variables MIN_VERSION_ENV and CIPHERS_ENV), checked
+    (lowest version, TLS 1.2 ciphers)."""
+    version = env.get(min_version_env, "") or "TLSv1.2"
     if version not in MIN_VERSIONS:
-        raise LauncherError(f"{MIN_VERSION_ENV}={version!r} must be one of {', '.join(MIN_VERSIONS)}")
-    ciphers = env.get(CIPHERS_ENV, "") or DEFAULT_CIPHERS
+        raise LauncherError(f"{min_version_env}={version!r} must be one of {', '.join(MIN_VERSIONS)}")
+    ciphers = env.get(ciphers_env, "") or DEFAULT_CIPHERS
     probe = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         probe.set_ciphers(ciphers)
     except ssl.SSLError:
-        raise LauncherError(f"{CIPHERS_ENV}={ciphers!r} selects no cipher OpenSSL knows (see `openssl ciphers -v`)") from None
+        raise LauncherError(f"{ciphers_env}={ciphers!r} selects no cipher OpenSSL knows (see `openssl ciphers -v`)") from None
     weak = sorted(c["name"] for c in probe.get_ciphers()
                   if c["protocol"] != "TLSv1.3" and (c["kea"] not in ("kx-ecdhe", "kx-dhe") or not c["aead"]
                                                      or c["auth"] == "auth-null"))
     if weak:
-        raise LauncherError(f"{CIPHERS_ENV}={ciphers!r} selects suites without forward secrecy, authentication "
+        raise LauncherError(f"{ciphers_env}={ciphers!r} selects suites without forward secrecy, authentication "
                             f"or an AEAD cipher: {', '.join(weak)}; use e.g. {DEFAULT_CIPHERS}")
     return {"version": version, "minimum_version": MIN_VERSIONS[version], "ciphers": ciphers}
 

@@ -83,7 +83,8 @@ def _self_check(context: ssl.SSLContext, cafile: str):
 def build_context(files: dict, password: str | None, policy: dict):
     """(context, {"not_after": the certificate's notAfter, "crl_next_update": the CRL's or None} in epoch seconds): a
     server context from FILES (certfile, keyfile, ca_bundle and optionally crl: resolved paths), with the launcher's
-    TLS policy and client certificates required, checked against the CRL when there is one. Raises LauncherError
+    TLS policy and client certificates required (the policy's ``client_auth``, "require" unless it says "optional":
+    a certificate that is sent must then verify), checked against the CRL when there is one. Raises LauncherError
     naming the file and the problem."""
     keyfile, certfile, cafile = files["keyfile"], files["certfile"], files["ca_bundle"]
     with open(keyfile, "rb") as handle:
@@ -99,7 +100,7 @@ def build_context(files: dict, password: str | None, policy: dict):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = max(context.minimum_version, policy["minimum_version"])  # never below TLS 1.2
     context.set_ciphers(policy["ciphers"])
-    context.verify_mode = ssl.CERT_REQUIRED
+    context.verify_mode = client_verify_mode(policy)
     # No resumption: every handshake verifies the client against the set in use now.
     context.options |= ssl.OP_NO_TICKET
     context.num_tickets = 0
@@ -125,6 +126,11 @@ def build_context(files: dict, password: str | None, policy: dict):
         # The client's certificate is checked against its CA's CRL (every CA of the bundle has one in the file).
         context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
     return context, {"not_after": not_after, "crl_next_update": crl_next_update}
+
+
+def client_verify_mode(policy: dict):
+    """CERT_REQUIRED, or CERT_OPTIONAL when the policy's client_auth is "optional" (the gateway's front door)."""
+    return ssl.CERT_OPTIONAL if policy.get("client_auth") == "optional" else ssl.CERT_REQUIRED
 
 
 class ReloadingContext(ssl.SSLContext):
@@ -187,7 +193,7 @@ class TLSMaterial:
         self.telemetry.served(info["not_after"], initial=True, crl_next_update=info["crl_next_update"])
         proxy = ReloadingContext(ssl.PROTOCOL_TLS_SERVER)
         proxy.minimum_version = self.current.minimum_version
-        proxy.verify_mode = ssl.CERT_REQUIRED
+        proxy.verify_mode = client_verify_mode(self.policy)
         proxy.material = self
         return proxy
 

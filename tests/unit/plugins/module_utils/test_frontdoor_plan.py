@@ -120,6 +120,25 @@ def test_gateway_https_sans_with_and_without_prefix_deduplicated_in_order():
                                         "DNS:alias.example.com", "IP:10.0.0.10", "IP:fd00::9"]
 
 
+def test_gateway_https_sans_prefixes_are_case_insensitive_and_wildcards_allowed():
+    door = plan(gateway_https_sans=["ip:10.0.0.9", "dns:gw.example.com", "DNS:*.mcp.example.com", "IP:[fd00::1]"])[0]
+    assert door["sans"][-4:] == ["IP:10.0.0.9", "DNS:gw.example.com", "DNS:*.mcp.example.com", "IP:fd00::1"]
+
+
+@pytest.mark.parametrize("entry, needle", [
+    ("IP:not-an-ip", "is not an IP address"),
+    ("ip:10.0.0.300", "is not an IP address"),
+    ("DNS:bad name", "is not a DNS name"),
+    ("DNS:-bad.example.com", "is not a DNS name"),
+    ("under_score.example.com", "is not a DNS name"),
+    ("DNS:gw.example.com/x", "is not a DNS name"),
+])
+def test_gateway_https_sans_that_are_no_names_or_addresses_are_refused(entry, needle):
+    with pytest.raises(inv.PlanError) as err:
+        plan(gateway_https_sans=[entry])
+    assert "host gw1" in str(err.value) and needle in str(err.value) and repr(entry) in str(err.value)
+
+
 def test_empty_gateway_https_sans_is_none():
     assert plan(gateway_https_sans=[])[0]["sans"] == plan(gateway_https_sans=None)[0]["sans"] == BASE_SANS + ["DNS:gw1"]
 
