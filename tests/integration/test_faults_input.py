@@ -567,6 +567,7 @@ ARGSPEC_CASES = {
         rc_("pki-ca_rotate-not-bool", {"pki_ca_rotate": "sometimes"}, "pki_ca_rotate"),
         rc_("pki-workers-str", {"pki_workers": "many"}, "pki_workers"),
         rc_("pki-plugins-dict", {"pki_plugins": {"a": 1}}, "pki_plugins"),
+        rc_("pki-clients-dict", {"pki_clients": {"a": 1}}, "pki_clients"),
     ]),
     "plugin_server": count("plugin_server argument_specs", [
         rc_("ps-plugins-str", {"plugin_server_plugins": "notalist"}, "plugin_server_plugins"),
@@ -600,6 +601,10 @@ ARGSPEC_CASES = {
         rc_("gw-plugins-name-missing", {"gateway_plugins": [{"port": 8000}]}, "name", "gateway_plugins"),
         rc_("gw-plugins-transport-choice", {"gateway_plugins": [dict(GW_PLUGIN, transport="quic")]}, "transport", "quic",
             "gateway_plugins"),
+        rc_("gw-https-not-bool", {"gateway_https": "maybe"}, "gateway_https"),
+        rc_("gw-https_client_auth-choice", {"gateway_https_client_auth": "sometimes"}, "gateway_https_client_auth", "sometimes"),
+        rc_("gw-https_tls_min_version-tls11", {"gateway_https_tls_min_version": "TLSv1.1"}, "gateway_https_tls_min_version"),
+        rc_("gw-https_sans-dict", {"gateway_https_sans": {"DNS": "gw"}}, "gateway_https_sans"),
     ]),
     "verify": count("verify argument_specs", [
         rc_("verify-min_days_left-str", {"verify_min_days_left": "week"}, "verify_min_days_left"),
@@ -612,6 +617,8 @@ ARGSPEC_CASES = {
         rc_("verify-tool_call-not-bool", {"verify_tool_call": "perhaps"}, "verify_tool_call"),
         rc_("verify-tool_call_arguments-list", {"verify_tool_call_arguments": ["a"]}, "verify_tool_call_arguments"),
         rc_("verify-tool_call_expect-str", {"verify_tool_call_expect": "oh crud"}, "verify_tool_call_expect"),
+        rc_("verify-frontdoor-not-bool", {"verify_frontdoor": "perhaps"}, "verify_frontdoor"),
+        rc_("verify-frontdoor_client_auth-choice", {"verify_frontdoor_client_auth": "never"}, "verify_frontdoor_client_auth"),
     ]),
     "rotate_schedule": count("rotate_schedule argument_specs", [
         rc_("rs-state-choice", {"rotate_schedule_state": "maybe"}, "rotate_schedule_state"),
@@ -691,6 +698,7 @@ PS_PLUGIN = "Assert each plugin is complete"
 GW_SETTINGS = "Assert that the settings are well-formed"
 GW_ENV = "Assert that gateway_env_extra holds"
 GW_PLUGIN_TASK = "Assert that every plugin has a valid name"
+GW_FRONT = "Assert that the front door's settings are valid"
 
 
 def ps_plugins(**changes):
@@ -780,6 +788,15 @@ PREFLIGHT_CASES = {
         pf("gw-passphrase-jinja", {}, "Assert that the settings fit together", "Jinja opening brace"),
         pf("gw-restart_command-with-install", {"gateway_install": True, "gateway_restart_command": ["/bin/true"]},
            "Assert that the settings fit together", "gateway_restart_command is for a gateway this collection does not install"),
+        pf("gw-https-without-install", {"gateway_https": True}, GW_FRONT, "needs gateway_install true"),
+        pf("gw-https-encrypted-key-require", {"gateway_https": True, "gateway_install": True,
+                                              "gateway_client_key_passphrase": "secret-pass"}, GW_FRONT,
+           "the gateway's client key must not be encrypted", "gateway_https_client_auth optional"),
+        pf("gw-https-ciphers-injection", {"gateway_https_tls_ciphers": "ECDHE+AESGCM\nExecStartPre=/bin/true"}, GW_FRONT,
+           "gateway_https_tls_ciphers an OpenSSL cipher string"),
+        pf("gw-https-sans-string", {"gateway_https_sans": "gw.example.com"}, GW_FRONT, "gateway_https_sans a list"),
+        pf("gw-https-no-frontdoor-certificate", {"gateway_https": True, "gateway_install": True},
+           "Assert that the gateway's certificate files exist", "/frontdoor/gw-https-no-frontdoor-certificate/server.key is missing"),
         pf("gw-loaded_record-relative", {"gateway_loaded_record": "var/x.sha256"}, "Assert that the settings fit together",
            'gateway_loaded_record must be an absolute path (got "var/x.sha256")'),
     ]),
@@ -846,7 +863,7 @@ PKI_CONSISTENT = "Assert that the PKI settings are consistent"
 PKI_VALID = "Assert that the key size, the workers"
 PKI_PLAN = "Plan the certificate tree"
 PKI_CA = "Ensure the CA key and certificate"
-PKI_LEAVES = "Ensure the gateway client and plugin server certificates"
+PKI_LEAVES = "Ensure the gateway client, plugin server, front door and MCP client certificates"
 PKI_CONFIG = "Read the upstream plugins config"
 
 
@@ -888,6 +905,13 @@ PKI_CASES = count("pki values", [
     pk("pki-plugins-case-duplicate", {"pki_plugins": ["Alpha", "alpha"]}, PKI_PLAN, "plugins[1]: plugin name 'alpha' repeats plugins[0]"),
     pk("pki-plugins-sans-shell", {"pki_plugins": [{"name": "Alpha", "sans": ["DNS:" + SHELL]}]}, PKI_LEAVES,
        "certificates[1]: sans[3]", "is not a valid DNS name", tree="plain"),
+    pk("pki-clients-dotdot", {"pki_clients": ["../x"]}, PKI_PLAN, "pki_clients[0]: client name '../x' must be 1-56 letters"),
+    pk("pki-clients-dotted", {"pki_clients": ["ci.bot"]}, PKI_PLAN, "client name 'ci.bot' must be"),
+    pk("pki-clients-case-duplicate", {"pki_clients": ["ci", "CI"]}, PKI_PLAN, "pki_clients[1]: client name 'CI' repeats pki_clients[0]"),
+    pk("pki-clients-subject-shell", {"pki_clients": [{"name": "ci", "subject": SHELL}]}, PKI_PLAN,
+       "pki_clients[0]: subject '%s' must be in openssl form" % SHELL),
+    pk("pki-clients-unknown-key", {"pki_clients": [{"name": "ci", "sans": ["DNS:x"]}]}, PKI_PLAN, "unknown key(s) sans"),
+    pk("pki-clients_ca_subject-shell", {"pki_clients_ca_subject": SHELL}, PKI_VALID, "pki_clients_ca_subject", SHELL),
     pk("pki-subject_prefix-dotdot", {"pki_plugin_subject_prefix": "../"}, PKI_VALID, "pki_plugin_subject_prefix (got \"../\")"),
     pk("pki-ca_subject-no-slash", {"pki_ca_subject": "ContextForge"}, PKI_VALID, "pki_ca_subject", "\"ContextForge\""),
     pk("pki-ca_subject-300-chars", {"pki_ca_subject": "/CN=" + LONG}, PKI_CA, "subject: bad value for CN", "/CN=" + LONG),
@@ -1107,13 +1131,17 @@ def test_rotate_settings(case_id, setting, value, rotate_outcomes):
 # ------------------------------------------------------------------------------------------------ playbook revoke.yml: input
 
 REVOKE_CASES = count("revoke.yml input", [
-    ("missing", None, "revoke must name the leaf to revoke: -e revoke=gateway or -e revoke=PLUGIN"),
+    ("missing", None, "revoke must name the leaf to revoke: -e revoke=gateway, -e revoke=PLUGIN (one of: Alpha) or "
+                      "-e revoke=client.NAME"),
     ("empty", "", "revoke must name the leaf to revoke"),
     ("list", ["gateway"], "revoke must name the leaf to revoke"),
     ("the-ca", "ca", "revoke=ca: the CA cannot be revoked by its own revocation list"),
-    ("unknown-plugin", "NoSuch", 'revoke="NoSuch" is neither gateway nor a plugin of the plan (Alpha)'),
-    ("shell", SHELL, "is neither gateway nor a plugin of the plan"),
-    ("path", "../gateway", 'revoke="../gateway" is neither gateway nor a plugin of the plan'),
+    ("unknown-plugin", "NoSuch", 'revoke="NoSuch" is neither gateway, nor a plugin of the plan (Alpha), nor an MCP '
+                                 "client of pki_clients ()"),
+    ("shell", SHELL, "is neither gateway, nor a plugin of the plan"),
+    ("path", "../gateway", 'revoke="../gateway" is neither gateway, nor a plugin of the plan'),
+    ("unknown-client", "client.nobody", 'revoke="client.nobody" is neither gateway'),
+    ("front-door", "frontdoor.g1", "revoke=frontdoor.g1: a front door certificate is not revoked here"),
 ])
 
 
