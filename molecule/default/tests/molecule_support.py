@@ -26,6 +26,29 @@ REPO = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve(
 PKI = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "certs/mcp"
 REPORT = PKI.parent / "rotate-report.json"
 PROBE = "/usr/local/bin/mcp-mtls-probe"
+# The gateways that serve their API over HTTPS (molecule.yml: gateway_https), with client certificates.
+FRONTDOOR = {"mcp-mol-gw2"}
+TLS_DIR = "/etc/mcpgateway/tls"
+
+
+def gateway_url(name):
+    """The base URL of the gateway on host NAME, as the host itself reaches it."""
+    return ("https" if name in FRONTDOOR else "http") + "://127.0.0.1:4444"
+
+
+def gateway_tls(name):
+    """verify_host's tls for the gateway on host NAME: its CA bundle and its own client certificate (None: plain HTTP)."""
+    if name not in FRONTDOOR:
+        return None
+    return {"ca": f"{TLS_DIR}/ca.crt", "cert": f"{TLS_DIR}/client.crt", "key": f"{TLS_DIR}/client.key"}
+
+
+def health_command(name):
+    """The curl command on host NAME that succeeds when its gateway answers /health (with the gateway's own client
+    certificate at an HTTPS front door)."""
+    tls = gateway_tls(name)
+    extra = f"--cacert {tls['ca']} --cert {tls['cert']} --key {tls['key']} " if tls else ""
+    return f"curl -fsS -o /dev/null {extra}{gateway_url(name)}/health"
 
 
 def group_vars():

@@ -17,7 +17,7 @@ import time
 import pytest
 import yaml
 
-from molecule_support import GATEWAY, PKI, REPORT, controller_leaves, host, main_pid, playbook, served
+from molecule_support import GATEWAY, PKI, REPORT, controller_leaves, health_command, host, main_pid, playbook, served
 
 # The env keys role gateway adds for a gateway it installs: the same values keep the env file as it is.
 SERVICE_ENV = {"DATABASE_URL": "sqlite:////var/lib/mcpgateway/mcp.db", "CACHE_TYPE": "memory",
@@ -49,7 +49,7 @@ def runs_with_deployed_files(record):
 def wait_healthy(seconds=120):
     gw = host(GATEWAY)
     deadline = time.monotonic() + seconds
-    while gw.run("curl -fsS -o /dev/null http://127.0.0.1:4444/health").rc != 0:
+    while gw.run(health_command(GATEWAY)).rc != 0:
         assert time.monotonic() < deadline, "the gateway did not answer /health"
         time.sleep(2)
 

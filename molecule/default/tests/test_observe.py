@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 
-from molecule_support import ADDRESS, GATEWAY, GRPC, PLUGINS, host, playbook
+from molecule_support import ADDRESS, GATEWAY, GRPC, PLUGINS, health_command, host, playbook
 
 METRICS = "/run/mcp-plugins/{name}/tls.prom"
 FAILURES = re.compile(r'^mcp_plugin_tls_handshake_failures_total\{plugin="([^"]+)",reason="([a-z_]+)"\} (\d+)$', re.M)
@@ -124,7 +124,7 @@ def test_the_gateways_plugin_client_refuses_a_ca_of_the_system_store():
                "test -f /etc/hosts.mcp-test && cat /etc/hosts.mcp-test > /etc/hosts && rm -f /etc/hosts.mcp-test; "
                f"rm -rf {ROGUE}; systemctl reset-failed mcpgateway.service; systemctl restart mcpgateway.service")
     deadline = time.monotonic() + 120
-    while gw.run("curl -fsS -o /dev/null http://127.0.0.1:4444/health").rc != 0:
+    while gw.run(health_command("mcp-mol-gw2")).rc != 0:
         assert time.monotonic() < deadline, "the gateway on mcp-mol-gw2 did not come back"
         time.sleep(2)
     assert gw.run("runuser -u mcpgateway -- /usr/local/bin/mcp-mtls-probe --no-hook").rc == 0

@@ -43,7 +43,9 @@ def checks_of(out, name):
 def test_bad_input_is_refused_before_anything_changes():
     before = (PKI / "ca/ca.crl").read_bytes()
     for value, needle in (("ca", "the CA cannot be revoked by its own revocation list"),
-                          ("NoSuchPlugin", "is neither gateway nor a plugin of the plan"),
+                          ("NoSuchPlugin", "is neither gateway, nor a plugin of the plan"),
+                          ("client.nobody", "nor an MCP client of pki_clients (client.mol-ci, client.mol-client)"),
+                          ("frontdoor.mcp-mol-gw2", "a front door certificate is not revoked here"),
                           ("", "revoke must name the leaf to revoke")):
         run = playbook("playbooks/revoke.yml", "-e", json.dumps({"revoke": value}))
         said = " ".join((run.stdout + run.stderr).split())

@@ -176,10 +176,12 @@ def test_the_ca_key_is_on_the_controller_only_and_0600(runs):
     for path in [PKI / "ca/ca.key", *PKI.rglob("*.key")]:
         mode = stat.S_IMODE(path.stat().st_mode)
         assert mode == 0o600, (path, oct(mode))
-    assert (PKI / "ca/ca.key").read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
-    ca_body = "".join(pem_key_lines((PKI / "ca/ca.key").read_text()))
-    for name in HOSTS:
-        copies = private_key_files(host(name))
-        assert copies, f"{name}: no private key found at all (the search would prove nothing)"
-        for path, text in copies.items():
-            assert ca_body not in "".join(pem_key_lines(text)), f"{name}:{path}"
+    # The plugin CA's key and the MCP clients' CA's key (role pki's clients-ca/, molecule.yml's pki_clients).
+    for ca_key in (PKI / "ca/ca.key", PKI / "clients-ca/ca.key"):
+        assert ca_key.read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----"), ca_key
+        ca_body = "".join(pem_key_lines(ca_key.read_text()))
+        for name in HOSTS:
+            copies = private_key_files(host(name))
+            assert copies, f"{name}: no private key found at all (the search would prove nothing)"
+            for path, text in copies.items():
+                assert ca_body not in "".join(pem_key_lines(text)), f"{name}:{path}"

@@ -19,7 +19,7 @@ import re
 import subprocess
 import time
 
-from molecule_support import GATEWAY, REPO, host, main_pid
+from molecule_support import GATEWAY, REPO, gateway_tls, gateway_url, health_command, host, main_pid
 
 ARGS = {"text": "oh crap, the token is secret"}
 EXPECT = {"text": "oh crud, the [redacted] is [redacted]"}
@@ -27,17 +27,20 @@ RESULT = '"received"'
 CUT_AT = 40  # MolGuard's max_chars (molecule.yml)
 
 
-def tool_call(arguments=None, expect=None, expect_result=RESULT):
-    """verify_host's tool_call on the gateway host, as the verify role runs it: its records by check name."""
-    args = {"host": GATEWAY, "tool_call": {
-        "url": "http://127.0.0.1:4444", "env_files": ["/etc/mcpgateway/env", "/etc/mcpgateway/secrets.env"],
-        "arguments": arguments or ARGS, "expect": expect or EXPECT, "expect_result": expect_result}}
+def tool_call(arguments=None, expect=None, expect_result=RESULT, gateway=GATEWAY, tls="default"):
+    """verify_host's tool_call on the gateway host GATEWAY, as the verify role runs it: its records by check name.
+    TLS: paths ca, cert, key on that host for an HTTPS front door (default: its CA bundle and the gateway's own
+    client certificate)."""
+    args = {"host": gateway, "tool_call": {
+        "url": gateway_url(gateway), "env_files": ["/etc/mcpgateway/env", "/etc/mcpgateway/secrets.env"],
+        "arguments": arguments or ARGS, "expect": expect or EXPECT, "expect_result": expect_result,
+        "tls": gateway_tls(gateway) if tls == "default" else tls}}
     env = dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_LOAD_CALLBACK_PLUGINS="1", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
-    proc = subprocess.run([str(REPO / ".venv/bin/ansible"), "-i", env["MOLECULE_INVENTORY_FILE"], GATEWAY, "-b", "-m",
+    proc = subprocess.run([str(REPO / ".venv/bin/ansible"), "-i", env["MOLECULE_INVENTORY_FILE"], gateway, "-b", "-m",
                            "mcpgateway.mtls.verify_host", "-a", json.dumps(args)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"][GATEWAY]
+    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"][gateway]
     return {record["check"]: record for record in result["checks"]}
 
 
@@ -57,7 +60,7 @@ def test_every_plugin_hop_acts_on_a_real_tool_call():
 
 def wait_healthy(name, timeout=120):
     deadline = time.monotonic() + timeout
-    while host(name).run("curl -fsS -o /dev/null http://127.0.0.1:4444/health").rc != 0:
+    while host(name).run(health_command(name)).rc != 0:
         assert time.monotonic() < deadline, f"the gateway on {name} did not become healthy"
         time.sleep(2)
 
