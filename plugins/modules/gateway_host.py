@@ -9,7 +9,7 @@ module: gateway_host
 short_description: Converge the gateway side of a host (client TLS set, plugin config, env, unit, probe) in one call
 version_added: 0.2.0
 description:
-  - Writes what role M(mcpgateway.mtls.gateway) deploys on a gateway host in one process, so that a run costs one
+  - Writes what role P(mcpgateway.mtls.gateway#role) deploys on a gateway host in one process, so that a run costs one
     remote round trip for it instead of one per file.
   - First the folders of O(directories), then the client TLS set O(config_dir)/tls, a link to C(tls.d/ID/) holding C(client.key) (owner O(user), group
     O(group), 0600), C(client.crt) and C(ca.crt) (root, 0644). Key, certificate and CA bundle change together when

@@ -10,7 +10,7 @@ short_description: Converge every plugin instance of a plugin server host in one
 version_added: 0.2.0
 description:
   - Writes the whole per-plugin state of a host that runs external plugin servers (role
-    M(mcpgateway.mtls.plugin_server)'s deploy step) in one process, so that a run costs the same number of
+    P(mcpgateway.mtls.plugin_server#role)'s deploy step) in one process, so that a run costs the same number of
     remote round trips whatever the number of plugins.
   - For each instance V(NAME) in O(instances) it ensures O(config_dir)/NAME/ (root, group O(group), 0750),
     C(config.yaml) and C(env) (0640), C(secret.env) (0640, only for instances in O(passphrases); removed otherwise),

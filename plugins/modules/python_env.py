@@ -9,7 +9,7 @@ module: python_env
 short_description: Keep a service venv holding a set of packages and the collection's host package, pip only on change
 version_added: 0.2.0
 description:
-  - The one install mechanism of roles M(mcpgateway.mtls.plugin_server) and M(mcpgateway.mtls.gateway).
+  - The one install mechanism of roles P(mcpgateway.mtls.plugin_server#role) and P(mcpgateway.mtls.gateway#role).
   - The action plugin builds the collection's host package (C(mcp-mtls-host), the launcher and the probe) into a
     reproducible wheel on the controller and adds it to O(requirements), pinned to its exact version.
   - A stamp in the venv records what was installed; a run whose stamp matches costs one remote call and runs

@@ -9,7 +9,7 @@ module: verify_host
 short_description: Run every mTLS check of one host in one call and return a record per check
 version_added: 0.2.0
 description:
-  - The host side of role M(mcpgateway.mtls.verify) and of the rollout gates. Runs, on the target, every check that
+  - The host side of role P(mcpgateway.mtls.verify#role) and of the rollout gates. Runs, on the target, every check that
     O(files), O(local_plugins), O(remote_plugins), O(ca_key_search), O(same_content), O(gateway_loaded),
     O(gateway_service), O(frontdoor), O(tool_call) and O(probe) ask for, in one process, so that verifying a host
     costs one remote round trip whatever the number of plugins.
