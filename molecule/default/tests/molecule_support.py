@@ -28,6 +28,9 @@ REPORT = PKI.parent / "rotate-report.json"
 PROBE = "/usr/local/bin/mcp-mtls-probe"
 # The gateways that serve their API over HTTPS (molecule.yml: gateway_https), with client certificates.
 FRONTDOOR = {"mcp-mol-gw2"}
+# The leaves of their server certificates, and of the MCP clients' certificates (molecule.yml: pki_clients).
+FRONTDOOR_LEAVES = ["frontdoor." + name for name in sorted(FRONTDOOR)]
+CLIENT_LEAVES = ["client.mol-ci", "client.mol-client"]
 TLS_DIR = "/etc/mcpgateway/tls"
 
 

@@ -14,7 +14,7 @@ import re
 import subprocess
 import time
 
-from molecule_support import ADDRESS, GATEWAY, GATEWAYS, PKI, PROBE, REPO, REPORT, controller_leaves, host
+from molecule_support import ADDRESS, CLIENT_LEAVES, FRONTDOOR_LEAVES, GATEWAY, GATEWAYS, PKI, PROBE, REPO, REPORT, controller_leaves, host
 from molecule_support import fingerprint as controller_fingerprint
 from molecule_support import playbook
 from molecule_support import served as _served
@@ -172,7 +172,9 @@ def test_leaf_rotation_when_certificates_enter_the_window_refuses_no_call():
     # Each stage's plan runs role pki: without a CA rotation the first plan (stage trust) already
     # renews what is due, and stage renew, the only active one, rolls it out.
     reissued = sorted({name for stage in report["stages"].values() for name in stage["reissued"]})
-    assert report["status"] == "ok" and reissued == sorted([*PLUGINS, "gateway"]), report["stages"]
+    # Every leaf of the tree enters the window: the plugins, the gateway, its front door and the MCP clients.
+    expected = [*PLUGINS, "gateway", *FRONTDOOR_LEAVES, *CLIENT_LEAVES]
+    assert report["status"] == "ok" and reissued == sorted(expected), report["stages"]
     assert [s for s, stage in report["stages"].items() if stage["active"]] == ["renew"], report["stages"]
     assert report["stages"]["renew"]["hosts"] == [*PLUGIN_HOSTS, *GATEWAYS]
 
